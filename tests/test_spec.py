@@ -1,0 +1,643 @@
+"""Reading the agent's spec files: fixtures, every app type, and fail-safe errors."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.spec import (
+    APP_TYPES,
+    AppSpec,
+    DeviceSpec,
+    SpecError,
+    read_generations,
+    read_spec_dir,
+    read_spec_file,
+)
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flightctl"  # copied from shared/
+SEED = "registry.example.com/iot/sensor-seed@sha256:" + "3" * 64
+OS_12 = "registry.example.com/os/edge-rhel:9.6-r3"
+OS_13 = "registry.example.com/os/edge-rhel:9.6-r4"
+STEADY_REFS = frozenset(
+    {
+        OS_12,
+        "registry.example.com/shop/web:2.4.1",
+        "docker.io/library/redis:7.2",
+        "registry.example.com/ml/ranker-model:2.4.1",
+        "registry.example.com/iot/sensor-reader:5.2.0",
+        "registry.example.com/iot/calibration:2024.11",
+        SEED,
+        "registry.example.com/ui/kiosk:3.0.2",
+        "registry.example.com/ui/kiosk-assets:3.0.2",
+        "registry.example.com/pkg/telemetry-bundle:1.8.0",
+    }
+)
+MID_UPDATE_DESIRED_REFS = (
+    STEADY_REFS
+    - {OS_12, "registry.example.com/shop/web:2.4.1", "registry.example.com/ml/ranker-model:2.4.1"}
+) | {OS_13, "registry.example.com/shop/web:2.5.0", "registry.example.com/ml/ranker-model:2.5.0"}
+
+
+def b64(text: str | bytes) -> str:
+    data = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(data).decode()
+
+
+def device(apps: list[Any] | None = None, *, generation: str = "5", **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = dict(spec)
+    if apps is not None:
+        body["applications"] = apps
+    return {
+        "apiVersion": "flightctl.io/v1beta1",
+        "kind": "Device",
+        "metadata": {"name": "d", "annotations": {"device-controller/renderedVersion": generation}},
+        "spec": body,
+    }
+
+
+def write(path: Path, document: Any) -> Path:
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    return path
+
+
+def read_app(tmp_path: Path, app: dict[str, Any]) -> AppSpec:
+    spec = read_spec_file(write(tmp_path / "current.json", device([app])), required=True)
+    assert len(spec.apps) == 1
+    return spec.apps[0]
+
+
+def inline(path: str, content: str, *, encode: bool = False) -> dict[str, str]:
+    if encode:
+        return {"path": path, "content": b64(content), "contentEncoding": "base64"}
+    return {"path": path, "content": content}
+
+
+# --- fixtures -------------------------------------------------------------------------
+
+
+def test_steady_state_fixture_references_exactly_the_readme_list() -> None:
+    specs = read_spec_dir(FIXTURES / "steady-state")
+    assert specs.current.refs == STEADY_REFS
+    assert specs.desired.refs == STEADY_REFS
+    assert specs.rollback.refs == frozenset()
+    assert specs.refs == STEADY_REFS
+    assert (specs.current.generation, specs.desired.generation) == ("12", "12")
+    assert specs.rollback.present and specs.rollback.generation == ""
+
+
+def test_steady_state_fixture_sorts_refs_by_kind_per_app() -> None:
+    current = read_spec_dir(FIXTURES / "steady-state").current
+    assert current.os_image == OS_12
+    assert [app.name for app in current.apps] == ["shop", "sensor", "kiosk", "telemetry"]
+    assert current.app("shop") == AppSpec(
+        name="shop",
+        app_type="compose",
+        images=("docker.io/library/redis:7.2", "registry.example.com/shop/web:2.4.1"),
+        volume_refs=("registry.example.com/ml/ranker-model:2.4.1",),
+    )
+    assert current.app("sensor") == AppSpec(
+        name="sensor",
+        app_type="quadlet",
+        run_as="flightctl",
+        images=(
+            "registry.example.com/iot/calibration:2024.11",
+            "registry.example.com/iot/sensor-reader:5.2.0",
+            SEED,
+        ),
+    )
+    assert current.app("kiosk") == AppSpec(
+        name="kiosk",
+        app_type="container",
+        images=("registry.example.com/ui/kiosk:3.0.2",),
+        volume_refs=("registry.example.com/ui/kiosk-assets:3.0.2",),
+    )
+    assert current.app("telemetry") == AppSpec(
+        name="telemetry",
+        app_type="compose",
+        packages=("registry.example.com/pkg/telemetry-bundle:1.8.0",),
+    )
+    assert current.app("missing") is None
+
+
+def test_mid_update_fixture() -> None:
+    specs = read_spec_dir(FIXTURES / "mid-update")
+    assert specs.current.refs == STEADY_REFS
+    assert specs.desired.refs == MID_UPDATE_DESIRED_REFS
+    assert specs.rollback.refs == {OS_12}
+    assert specs.rollback.apps == ()
+    assert (specs.current.generation, specs.desired.generation) == ("12", "13")
+    assert specs.rollback.generation == "12"
+    assert specs.refs == STEADY_REFS | MID_UPDATE_DESIRED_REFS
+
+
+def test_bootstrap_fixture_is_three_empty_specs() -> None:
+    specs = read_spec_dir(FIXTURES / "bootstrap")
+    for spec in (specs.desired, specs.current, specs.rollback):
+        assert (spec.present, spec.generation, spec.os_image, spec.apps) == (True, "0", None, ())
+    assert specs.refs == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("fixture", "expected"), [("steady-state", ("12", "12")), ("mid-update", ("12", "13"))]
+)
+def test_read_generations(fixture: str, expected: tuple[str, str]) -> None:
+    assert read_generations(FIXTURES / fixture) == expected
+
+
+# --- absent files ---------------------------------------------------------------------
+
+
+def test_missing_desired_and_rollback_read_as_absent(tmp_path: Path) -> None:
+    write(tmp_path / "current.json", device([], generation="7"))
+    specs = read_spec_dir(tmp_path)
+    assert specs.desired == DeviceSpec(file=str(tmp_path / "desired.json"), present=False)
+    assert specs.rollback == DeviceSpec(file=str(tmp_path / "rollback.json"), present=False)
+    assert specs.current.present and specs.current.generation == "7"
+    assert read_generations(tmp_path) == ("7", "")
+
+
+def test_missing_current_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "desired.json", device([]))
+    for reader in (read_spec_dir, read_generations):
+        with pytest.raises(SpecError) as caught:
+            reader(tmp_path)
+        assert caught.value.file == str(tmp_path / "current.json")
+        assert caught.value.problem == "file is missing"
+        assert caught.value.app is None
+
+
+def test_missing_annotation_reads_as_empty_generation(tmp_path: Path) -> None:
+    document = {"metadata": {}, "spec": {"os": {"image": OS_12}}}
+    spec = read_spec_file(write(tmp_path / "rollback.json", document), required=False)
+    assert (spec.generation, spec.os_image, spec.refs) == ("", OS_12, {OS_12})
+
+
+# --- app types ------------------------------------------------------------------------
+
+COMPOSE = """\
+services:
+  web:
+    image: ${REGISTRY:-quay.io}/shop/web:${TAG-1.0}
+  cache:
+    image: "docker.io/library/redis:7.2"
+  builder:
+    build: ./src
+"""
+
+
+@pytest.mark.parametrize("encode", [False, True], ids=["plain", "base64"])
+def test_compose_inline(tmp_path: Path, encode: bool) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "shop",
+            "appType": "compose",
+            "inline": [
+                inline("docker-compose.yaml", COMPOSE, encode=encode),
+                inline("override.yml", "services:\n  web:\n    image: quay.io/shop/web:1.1\n"),
+                inline("volumes-only.yaml", "volumes:\n  data: {}\n"),
+                inline("empty.yaml", ""),
+                inline(".env", "not: [yaml", encode=encode),  # not a compose file: ignored
+            ],
+        },
+    )
+    assert app.images == (
+        "docker.io/library/redis:7.2",
+        "quay.io/shop/web:1.0",
+        "quay.io/shop/web:1.1",
+    )
+    assert (app.packages, app.charts, app.volume_refs, app.run_as) == ((), (), (), None)
+
+
+def test_compose_and_quadlet_image_packages(tmp_path: Path) -> None:
+    for app_type in ("compose", "quadlet"):
+        app = read_app(
+            tmp_path,
+            {"name": "pkg", "appType": app_type, "image": "reg.io/pkg/bundle:1", "runAs": "u1"},
+        )
+        assert (app.packages, app.images, app.run_as) == (("reg.io/pkg/bundle:1",), (), "u1")
+        assert app.refs == {"reg.io/pkg/bundle:1"}
+
+
+def test_quadlet_image_indirection(tmp_path: Path) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "sensor",
+            "appType": "quadlet",
+            "runAs": "flightctl",
+            "inline": [
+                inline("sensor.container", "[Container]\nImage=sensor.image\n"),
+                inline("sensor.image", "[Image]\nImage=reg.io/iot/reader:5\n", encode=True),
+            ],
+        },
+    )
+    assert app.images == ("reg.io/iot/reader:5",)  # not "sensor.image"
+    assert app.run_as == "flightctl"
+
+
+UNIT_SYNTAX = """\
+[Unit]
+Description=Image=not-a-section-we-read
+[X-Other]
+Image=ignored.io/out:1
+[Container]
+# Image=commented.io/out:1
+  ; Image=also.io/out:1
+Image="quay.io/app/main:3"
+Mount=destination=/a,src=reg.io/data/first:1,type=image
+Mount=type=bind,source=/srv,destination=/srv
+Mount="type=image,source=reg.io/data/second:2,destination=/b" \\
+# comments inside a continuation are skipped, not joined
+; Image=also.io/out:2
+  type=artifact,src=reg.io/models/m:1,dst=/m
+Mount=type=image,source=assets.image,destination=/c
+Volume=seed.volume:/seed
+[Install]
+WantedBy=default.target
+"""
+
+
+def test_quadlet_unit_syntax_sections_mounts_and_volumes(tmp_path: Path) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "q",
+            "appType": "quadlet",
+            "inline": [
+                inline("app.container", UNIT_SYNTAX),
+                inline("assets.image", "[Image]\nImage=docker://reg.io/ui/assets:4\n"),
+                inline(
+                    "seed.volume", "[Volume]\nDriver=image\nImage=reg.io/seed@sha256:" + "3" * 64
+                ),
+                inline("app.pod", "[Pod]\nPodName=p\n"),
+                inline("README.md", "Image=not.a/unit:1\n"),
+            ],
+        },
+    )
+    assert app.images == (
+        "quay.io/app/main:3",
+        "reg.io/data/first:1",
+        "reg.io/data/second:2",
+        "reg.io/models/m:1",
+        "reg.io/seed@sha256:" + "3" * 64,
+        "reg.io/ui/assets:4",
+    )
+
+
+def test_quadlet_build_drop_in_and_archive(tmp_path: Path) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "q",
+            "appType": "quadlet",
+            "inline": [
+                inline("local.container", "[Container]\nImage=local.build\n"),
+                inline("local.build", "[Build]\nImageTag=localhost/local:1\nFile=Containerfile\n"),
+                inline("web.container", "[Container]\nImage=reg.io/web:1\n"),
+                inline("web.container.d/10-pin.conf", "[Container]\nImage=reg.io/web:1.0.1\n"),
+                inline(
+                    "a.image", "[Image]\nImage=oci-archive:/opt/a.tar\nImageTag=localhost/a:1\n"
+                ),
+            ],
+        },
+    )
+    assert app.images == ("localhost/a:1", "reg.io/web:1", "reg.io/web:1.0.1")
+
+
+def test_quadlet_kube_yaml(tmp_path: Path) -> None:
+    pod = """\
+apiVersion: v1
+kind: Pod
+spec:
+  initContainers:
+    - name: init
+      image: reg.io/init:1
+  containers:
+    - name: main
+      image: reg.io/main:2
+---
+apiVersion: apps/v1
+kind: Deployment
+spec:
+  template:
+    spec:
+      containers:
+        - {name: side, image: "reg.io/side:3"}
+"""
+    app = read_app(
+        tmp_path,
+        {
+            "name": "k",
+            "appType": "quadlet",
+            "inline": [
+                inline("units/app.kube", "[Kube]\nYaml=../pods/app.yaml\n"),
+                inline("pods/app.yaml", pod, encode=True),
+            ],
+        },
+    )
+    assert app.images == ("reg.io/init:1", "reg.io/main:2", "reg.io/side:3")
+
+
+def test_container_app_with_volumes(tmp_path: Path) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "kiosk",
+            "appType": "container",
+            "image": "reg.io/ui/kiosk:3",
+            "runAs": "kiosk",
+            "ports": ["8443:443"],
+            "volumes": [
+                {"name": "a", "image": {"reference": "reg.io/a:1", "pullPolicy": "Always"}},
+                {"name": "b", "mount": {"path": "/b"}},
+                {"name": "c", "image": {"reference": "reg.io/c:1"}, "mount": {"path": "/c"}},
+            ],
+        },
+    )
+    assert app == AppSpec(
+        name="kiosk",
+        app_type="container",
+        run_as="kiosk",
+        images=("reg.io/ui/kiosk:3",),
+        volume_refs=("reg.io/a:1", "reg.io/c:1"),
+    )
+    assert app.refs == {"reg.io/ui/kiosk:3", "reg.io/a:1", "reg.io/c:1"}
+
+
+def test_helm_image_is_a_chart(tmp_path: Path) -> None:
+    app = read_app(tmp_path, {"name": "h", "appType": "helm", "image": "reg.io/charts/h:1"})
+    assert (app.charts, app.images, app.packages) == (("reg.io/charts/h:1",), (), ())
+
+
+def test_vm_image_and_inline(tmp_path: Path) -> None:
+    app = read_app(tmp_path, {"name": "v", "appType": "vm", "image": "reg.io/vm/disk:1"})
+    assert app.images == ("reg.io/vm/disk:1",)
+    inline_vm = read_app(
+        tmp_path, {"name": "v", "appType": "vm", "inline": [inline("vm.xml", "<domain/>")]}
+    )
+    assert inline_vm.refs == frozenset()
+
+
+def test_device_refs_union_every_app_and_the_os(tmp_path: Path) -> None:
+    document = device(
+        [
+            {"name": "a", "appType": "container", "image": "reg.io/a:1"},
+            {"name": "h", "appType": "helm", "image": "reg.io/chart:1"},
+        ],
+        os={"image": OS_12},
+    )
+    spec = read_spec_file(write(tmp_path / "desired.json", document), required=False)
+    assert spec.refs == {"reg.io/a:1", "reg.io/chart:1", OS_12}
+    assert sorted(APP_TYPES) == ["compose", "container", "helm", "quadlet", "vm"]
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+def compose_app(content: str, *, path: str = "docker-compose.yaml", **entry: str) -> dict[str, Any]:
+    return {
+        "name": "shop",
+        "appType": "compose",
+        "inline": [{"path": path, "content": content, **entry}],
+    }
+
+
+def quadlet_app(*files: dict[str, str]) -> dict[str, Any]:
+    return {"name": "sensor", "appType": "quadlet", "inline": list(files)}
+
+
+STEADY_TEXT = (FIXTURES / "steady-state" / "current.json").read_text()
+
+# (document written to current.json, app named in the error, start of the problem)
+ERROR_CASES = {
+    "truncated-json": (STEADY_TEXT[: len(STEADY_TEXT) // 2], None, "invalid JSON: "),
+    "empty-file": ("", None, "file is empty"),
+    "whitespace-file": ("  \n", None, "file is empty"),
+    "not-utf8-json": ("\udcff", None, "invalid JSON"),
+    "top-level-list": ([], None, "top level is a list, not an object"),
+    "spec-missing": ({"metadata": {}}, None, "'spec' is null, not an object"),
+    "spec-list": ({"spec": []}, None, "'spec' is a list, not an object"),
+    "metadata-string": ({"metadata": "x", "spec": {}}, None, "'metadata' is a string, not"),
+    "generation-number": (
+        {"metadata": {"annotations": {"device-controller/renderedVersion": 12}}, "spec": {}},
+        None,
+        "metadata.annotations: 'device-controller/renderedVersion' is a number, not a string",
+    ),
+    "applications-object": ({"spec": {"applications": {}}}, None, "spec: 'applications' is an"),
+    "os-image-list": ({"spec": {"os": {"image": ["x"]}}}, None, "spec.os: 'image' is a list"),
+    "os-image-invalid": ({"spec": {"os": {"image": "OS:1"}}}, None, "spec.os.image: invalid"),
+    "app-not-object": (device(["shop"]), None, "applications[0] is a string, not an object"),
+    "app-without-name": (device([{"appType": "vm"}]), None, "applications[0] has no string 'name'"),
+    "app-name-number": (device([{"name": 3}]), None, "applications[0] has no string 'name'"),
+    "duplicate-names": (
+        device([{"name": "a", "appType": "vm", "image": "r.io/v:1"}] * 2),
+        None,
+        "duplicate application names ['a']",
+    ),
+    "unknown-app-type": (
+        device([{"name": "shop", "appType": "docker", "image": "r.io/x:1"}]),
+        "shop",
+        "unknown appType 'docker'",
+    ),
+    "missing-app-type": (device([{"name": "shop", "image": "r.io/x:1"}]), "shop", "'appType' is"),
+    "image-not-string": (
+        device([{"name": "kiosk", "appType": "container", "image": 5}]),
+        "kiosk",
+        "'image' is a number, not a string",
+    ),
+    "container-without-image": (
+        device([{"name": "kiosk", "appType": "container"}]),
+        "kiosk",
+        "container app has no 'image'",
+    ),
+    "compose-without-content": (
+        device([{"name": "shop", "appType": "compose"}]),
+        "shop",
+        "compose app has neither 'image' nor 'inline'",
+    ),
+    "run-as-list": (
+        device([{"name": "kiosk", "appType": "container", "image": "r.io/k:1", "runAs": []}]),
+        "kiosk",
+        "'runAs' is a list",
+    ),
+    "inline-object": (
+        device([{"name": "shop", "appType": "compose", "inline": {}}]),
+        "shop",
+        "'inline' is an object, not a list",
+    ),
+    "inline-without-path": (
+        device([{"name": "shop", "appType": "compose", "inline": [{"content": ""}]}]),
+        "shop",
+        "inline[0] has no string 'path'",
+    ),
+    "bad-base64": (
+        device([compose_app("not base64!!", contentEncoding="base64")]),
+        "shop",
+        "inline file 'docker-compose.yaml': invalid base64: ",
+    ),
+    "unknown-encoding": (
+        device([compose_app("x", contentEncoding="gzip")]),
+        "shop",
+        "inline file 'docker-compose.yaml': unknown contentEncoding 'gzip'",
+    ),
+    "undecodable-utf8": (
+        device([compose_app(b64(b"services:\xff\xfe"), contentEncoding="base64")]),
+        "shop",
+        "inline file 'docker-compose.yaml': not UTF-8: ",
+    ),
+    "bad-compose-yaml": (
+        device([compose_app("services:\n  web: [unclosed\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': invalid YAML: ",
+    ),
+    "compose-services-list": (
+        device([compose_app("services:\n  - web\n", path="compose.yml")]),
+        "shop",
+        "inline file 'compose.yml': 'services' is not a mapping",
+    ),
+    "compose-top-level-list": (
+        device([compose_app("- services\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': top level is not a mapping",
+    ),
+    "compose-image-number": (
+        device([compose_app("services:\n  web:\n    image: 7\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': service 'web': 'image' is not a string",
+    ),
+    "compose-invalid-reference": (
+        device([compose_app("services:\n  web:\n    image: Shop/Web:1\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': service 'web': invalid repository",
+    ),
+    "compose-unresolved-variable": (
+        device([compose_app("services:\n  web:\n    image: reg.io/web:${TAG}\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': service 'web': cannot resolve variable",
+    ),
+    "compose-required-variable": (
+        device([compose_app("services:\n  web:\n    image: reg.io/web:${TAG:?set TAG}\n")]),
+        "shop",
+        "inline file 'docker-compose.yaml': service 'web': cannot resolve variable",
+    ),
+    "missing-image-file": (
+        device([quadlet_app(inline("sensor.container", "[Container]\nImage=gone.image\n"))]),
+        "sensor",
+        "inline file 'sensor.container': Image= names 'gone.image', which is not among",
+    ),
+    "missing-mounted-image-file": (
+        device([quadlet_app(inline("s.container", "[Container]\nMount=type=image,src=g.image\n"))]),
+        "sensor",
+        "inline file 's.container': Mount= names 'g.image', which is not among",
+    ),
+    "quadlet-invalid-reference": (
+        device([quadlet_app(inline("s.container", "[Container]\nImage=reg.io/s:%i\n"))]),
+        "sensor",
+        "inline file 's.container': Image=: invalid tag",
+    ),
+    "quadlet-mount-without-source": (
+        device([quadlet_app(inline("s.container", "[Container]\nMount=type=image,dst=/x\n"))]),
+        "sensor",
+        "inline file 's.container': Mount= 'type=image,dst=/x' has no source",
+    ),
+    "quadlet-archive-without-tag": (
+        device([quadlet_app(inline("a.image", "[Image]\nImage=docker-archive:/a.tar\n"))]),
+        "sensor",
+        "inline file 'a.image': Image= loads 'docker-archive:/a.tar' with no ImageTag=",
+    ),
+    "kube-yaml-missing": (
+        device([quadlet_app(inline("a.kube", "[Kube]\nYaml=pod.yaml\n"))]),
+        "sensor",
+        "inline file 'a.kube': Yaml= names 'pod.yaml', which is not inline",
+    ),
+    "volume-reference-invalid": (
+        device(
+            [
+                {
+                    "name": "kiosk",
+                    "appType": "container",
+                    "image": "r.io/k:1",
+                    "volumes": [{"name": "v", "image": {"reference": "r.io/v@sha256:xyz"}}],
+                }
+            ]
+        ),
+        "kiosk",
+        "volume 'v': image.reference: invalid digest",
+    ),
+    "volume-reference-missing": (
+        device(
+            [
+                {
+                    "name": "kiosk",
+                    "appType": "container",
+                    "image": "r.io/k:1",
+                    "volumes": [{"name": "v", "image": {"pullPolicy": "Always"}}],
+                }
+            ]
+        ),
+        "kiosk",
+        "volume 'v': image.reference: empty or non-string image reference",
+    ),
+}
+
+
+@pytest.mark.parametrize(("document", "app", "problem"), ERROR_CASES.values(), ids=ERROR_CASES)
+def test_malformed_current_is_a_spec_error(
+    tmp_path: Path, document: Any, app: str | None, problem: str
+) -> None:
+    path = tmp_path / "current.json"
+    if isinstance(document, str):
+        path.write_bytes(document.encode("utf-8", "surrogateescape"))
+    else:
+        write(path, document)
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    error = caught.value
+    assert (error.file, error.app) == (str(path), app)
+    assert error.problem.startswith(problem), error.problem
+    where = f"{path}: app '{app}': " if app else f"{path}: "
+    assert str(error) == where + error.problem
+
+
+def test_error_message_names_file_as_given_app_and_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "current.json", device([compose_app("services: [\n")]))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(Path("current.json"), required=True)
+    assert str(caught.value).startswith(
+        "current.json: app 'shop': inline file 'docker-compose.yaml': invalid YAML: "
+    )
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("name", ["desired.json", "rollback.json"])
+def test_present_but_malformed_optional_file_is_an_error(tmp_path: Path, name: str) -> None:
+    write(tmp_path / "current.json", device([]))
+    write(tmp_path / name, '{"spec": {')
+    with pytest.raises(SpecError) as caught:
+        read_spec_dir(tmp_path)
+    assert caught.value.file == str(tmp_path / name)
+    assert caught.value.problem.startswith("invalid JSON")
+
+
+def test_unreadable_current_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "current.json").mkdir()
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(tmp_path / "current.json", required=True)
+    assert caught.value.problem.startswith("cannot read file")
+
+
+def test_read_generations_rejects_malformed_files(tmp_path: Path) -> None:
+    write(tmp_path / "current.json", device([], generation="3"))
+    write(tmp_path / "desired.json", "{truncated")
+    with pytest.raises(SpecError) as caught:
+        read_generations(tmp_path)
+    assert caught.value.file == str(tmp_path / "desired.json")
