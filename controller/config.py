@@ -1,0 +1,267 @@
+"""edgeprune configuration: a YAML file plus ``conf.d`` drop-ins into a frozen ``Config``.
+
+Layering, lowest to highest precedence:
+
+1. built-in defaults (the ``Config`` field defaults);
+2. the main file (``/etc/edgeprune/config.yaml`` unless ``--config`` names another);
+3. ``<dir of the main file>/conf.d/*.yaml`` in lexical order of file name;
+4. command-line overrides.
+
+A layer only changes the keys it names: a drop-in that sets ``pinned`` leaves
+``scope`` as the main file set it (the flightctl agent once reset unmentioned
+keys to defaults; design.md section 2). A list value (``pinned``) REPLACES the
+list of earlier layers, it is not appended to, so a drop-in can also shrink it.
+
+Bad input never degrades to a default: an unknown key, a wrong type or value,
+invalid YAML or a non-mapping top level raises ``ConfigError`` naming the file
+and the key, and the caller removes nothing (fail safe, design.md section 4).
+
+Keys are data-driven (``CONFIG_KEYS``): a new setting is one ``Config`` field
+plus one row mapping its kebab-case YAML key to the field and a value parser.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from controller import references
+
+DEFAULT_CONFIG_FILE = Path("/etc/edgeprune/config.yaml")
+DROP_IN_DIR = "conf.d"
+DROP_IN_GLOB = "*.yaml"
+DEFAULT_PODMAN_URL = "unix:///run/podman/podman.sock"
+COMMAND_LINE = "command line"  # the "file" named in errors about overrides
+SCOPES = ("managed", "all")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Config:
+    enabled: bool = True
+    spec_dir: Path = Path("/var/lib/flightctl")
+    state_dir: Path = Path("/var/lib/edgeprune")
+    podman_url: str = ""  # resolved at load: $CONTAINER_HOST, else DEFAULT_PODMAN_URL
+    scope: str = "managed"  # "managed" | "all"
+    retain_previous: int = 1  # previous distinct versions kept per app / applied generations
+    min_age_seconds: float = 120.0  # from "min-age"
+    pinned: tuple[str, ...] = ()  # reference patterns never removed
+    sources: tuple[str, ...] = ()  # the files that were read, in order
+
+
+# --- durations -------------------------------------------------------------
+
+_DURATION_EXAMPLES = "expected e.g. 90s, 2m, 1h30m"
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+# "ms" before "m" so "500ms" is not read as 500 minutes followed by garbage.
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ms|h|m|s)"
+_DURATION_RE = re.compile(rf"(?:{_DURATION_PART})+")
+_PLAIN_NUMBER_RE = re.compile(r"\d+(?:\.\d*)?|\.\d+")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration: "0s", "90s", "2m", "1h30m", "500ms", "1.5h".
+
+    A plain number means seconds. Negative, empty or malformed text raises ValueError.
+    """
+    stripped = text.strip()
+    if _PLAIN_NUMBER_RE.fullmatch(stripped):
+        seconds = float(stripped)
+    elif _DURATION_RE.fullmatch(stripped):
+        seconds = sum(
+            float(amount) * _UNIT_SECONDS[unit]
+            for amount, unit in re.findall(_DURATION_PART, stripped)
+        )
+    else:
+        seconds = math.nan
+    if not math.isfinite(seconds):  # also catches digit strings too long for a float
+        raise ValueError(f"bad duration {text!r} ({_DURATION_EXAMPLES})")
+    return seconds
+
+
+# --- value parsers (raise ValueError with the problem; the loader adds file and key) ---
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, int | float):
+        return f"number {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _parse_bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _parse_path(value: object) -> Path:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a directory path, got {_describe(value)}")
+    return Path(value)
+
+
+def _parse_url(value: object) -> str:
+    # Only the shape is checked here; podman-py reports an unsupported scheme on connect.
+    if not isinstance(value, str) or "://" not in value:
+        raise ValueError(f"expected a URL such as {DEFAULT_PODMAN_URL}, got {_describe(value)}")
+    return value
+
+
+def _parse_scope(value: object) -> str:
+    if not isinstance(value, str) or value not in SCOPES:
+        raise ValueError(f"expected one of {', '.join(SCOPES)}, got {_describe(value)}")
+    return value
+
+
+def _parse_retain(value: object) -> int:
+    # bool is an int subclass: "retain-previous: true" must not mean 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"expected a whole number >= 0, got {_describe(value)}")
+    return value
+
+
+def _parse_min_age(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a duration ({_DURATION_EXAMPLES}), got {_describe(value)}")
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)
+    if seconds < 0 or not math.isfinite(seconds):
+        raise ValueError(f"bad duration {str(value)!r} ({_DURATION_EXAMPLES})")
+    return seconds
+
+
+def _is_wildcard(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def _parse_pinned(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of reference patterns, got {_describe(value)}")
+    patterns: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"expected reference patterns, got {_describe(item)} in the list")
+        pattern = item.strip()
+        # A wildcard-free pin that does not parse would silently never match: reject it.
+        if not _is_wildcard(pattern):
+            try:
+                references.parse_reference(pattern)
+            except references.ReferenceError as exc:
+                raise ValueError(f"bad reference {pattern!r}: {exc}") from exc
+        patterns.append(pattern)
+    return tuple(patterns)
+
+
+@dataclass(frozen=True)
+class ConfigKey:
+    field: str  # the Config field the key sets
+    parse: Callable[[object], object]  # raises ValueError describing the problem
+
+
+CONFIG_KEYS: dict[str, ConfigKey] = {
+    "enabled": ConfigKey("enabled", _parse_bool),
+    "spec-dir": ConfigKey("spec_dir", _parse_path),
+    "state-dir": ConfigKey("state_dir", _parse_path),
+    "podman-url": ConfigKey("podman_url", _parse_url),
+    "scope": ConfigKey("scope", _parse_scope),
+    "retain-previous": ConfigKey("retain_previous", _parse_retain),
+    "min-age": ConfigKey("min_age_seconds", _parse_min_age),
+    "pinned": ConfigKey("pinned", _parse_pinned),
+}
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _apply(settings: Mapping[object, object], source: str, values: dict[str, object]) -> None:
+    """Parse every key of one layer into ``values`` (Config field -> value)."""
+    for key, raw in settings.items():
+        spec = CONFIG_KEYS.get(key) if isinstance(key, str) else None
+        if spec is None:
+            known = ", ".join(CONFIG_KEYS)
+            raise ConfigError(f"{source}: unknown key {key!r} (known keys: {known})")
+        try:
+            values[spec.field] = spec.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: key '{key}': {exc}") from exc
+
+
+def _read_file(path: Path) -> Mapping[object, object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    if document is None:  # empty file or only comments: no keys
+        return {}
+    if not isinstance(document, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of settings at the top level, got {_describe(document)}"
+        )
+    return document
+
+
+def _drop_ins(main_file: Path) -> list[Path]:
+    directory = main_file.parent / DROP_IN_DIR
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (path for path in directory.glob(DROP_IN_GLOB) if path.is_file()),
+        key=lambda path: path.name,
+    )
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Load the main file, its ``conf.d/*.yaml`` drop-ins, then ``overrides``.
+
+    ``path`` None means ``DEFAULT_CONFIG_FILE``, which may be absent (its
+    drop-ins still apply). An explicit ``path`` (``--config FILE``) must exist.
+    ``overrides`` use the YAML keys with the values YAML would give (bool,
+    int, str, list); a None value means "flag not given" and changes nothing.
+    ``podman-url`` falls back to ``$CONTAINER_HOST`` (from ``environ``,
+    default ``os.environ``), then to ``DEFAULT_PODMAN_URL``.
+    """
+    main_file = DEFAULT_CONFIG_FILE if path is None else path
+    if path is not None and not path.is_file():
+        raise ConfigError(f"{path}: config file not found (or not a regular file)")
+
+    files = ([main_file] if main_file.is_file() else []) + _drop_ins(main_file)
+    values: dict[str, object] = {}
+    for file in files:
+        _apply(_read_file(file), str(file), values)
+    if overrides:
+        given = {key: value for key, value in overrides.items() if value is not None}
+        _apply(given, COMMAND_LINE, values)
+
+    if not values.get("podman_url"):
+        env = os.environ if environ is None else environ
+        values["podman_url"] = env.get("CONTAINER_HOST") or DEFAULT_PODMAN_URL
+    return Config(**values, sources=tuple(str(file) for file in files))  # type: ignore[arg-type]
