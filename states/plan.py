@@ -1,0 +1,281 @@
+"""Plan: the pure planner. Data in, decisions out; no I/O, no clock.
+
+Every image gets a decision and every reason that applies (not just the first),
+so an operator can see all the rules that protect an image. An image is
+removable only when no keep rule of design.md section 4 holds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from controller.context import RunContext, present
+from controller.ledger import Ledger
+from controller.model import Action, Decision, Image, Inventory, Plan, Reason, Rule
+from controller.references import ImageIndex, ReferenceError, pattern_matches
+from controller.spec import DeviceSpec, SpecSet
+
+# Podman's own infrastructure images: removing them breaks pods.
+BUILTIN_PINS: tuple[str, ...] = (
+    "localhost/podman-pause:*",
+    "*/pause:*",
+)
+
+SCOPE_MANAGED = "managed"
+SCOPE_ALL = "all"
+
+
+@dataclass(frozen=True)
+class PlanInput:
+    inventory: Inventory
+    specs: SpecSet
+    ledger: Ledger
+    now: float
+    scope: str = SCOPE_MANAGED
+    retain_previous: int = 1
+    min_age_seconds: float = 120.0
+    pinned: tuple[str, ...] = ()
+    # The store being planned belongs to this user; apps running as other users
+    # live in other stores and are only protected here, never required here.
+    store_owner: str | None = None
+
+
+class _Keeps:
+    """Keep reasons collected per image ID."""
+
+    def __init__(self, index: ImageIndex) -> None:
+        self.index = index
+        self.reasons: dict[str, list[Reason]] = defaultdict(list)
+
+    def add(self, image: Image, rule: Rule, detail: str) -> None:
+        reason = Reason(rule, detail)
+        if reason not in self.reasons[image.id]:
+            self.reasons[image.id].append(reason)
+
+    def add_ref(self, ref: str, rule: Rule, detail: str) -> list[Image]:
+        images = self.index.lookup(ref)
+        for image in images:
+            self.add(image, rule, f"{detail}: {ref}")
+        return images
+
+
+def _spec_label(spec: DeviceSpec) -> str:
+    name = spec.file.rsplit("/", 1)[-1]
+    return f"{name} (generation {spec.generation or '?'})"
+
+
+def _keep_spec_refs(keeps: _Keeps, spec: DeviceSpec) -> None:
+    """Rules 1 and 4: everything a spec file names, its OS image included."""
+    label = _spec_label(spec)
+    for app in spec.apps:
+        for ref in sorted(app.refs):
+            keeps.add_ref(ref, Rule.REFERENCED, f"{label} app '{app.name}'")
+    if spec.os_image:
+        keeps.add_ref(spec.os_image, Rule.OS_IMAGE, f"OS image of {label}")
+
+
+def _in_store(run_as: str | None, owner: str | None) -> bool:
+    return (run_as or None) in (None, "root", owner)
+
+
+def _keep_retained(keeps: _Keeps, inp: PlanInput) -> tuple[list[str], list[str]]:
+    """Rule 2: current + N previous versions of each app and N previous generations.
+
+    Returns (protected refs, runnable images of previous versions in this store).
+    """
+    protected: list[str] = []
+    runnable: list[str] = []
+    n = inp.retain_previous
+    for app in inp.specs.current.apps:
+        versions = inp.ledger.app_versions(app.name, n)
+        for version in versions[1:]:  # [0] is the current version, kept by rule 1
+            detail = f"app '{app.name}' previous version (generation {version.generation})"
+            for ref in version.refs:
+                keeps.add_ref(ref, Rule.RETENTION, detail)
+            protected.extend(version.refs)
+            if _in_store(app.run_as, inp.store_owner):
+                runnable.extend(version.images)
+    for generation in inp.ledger.previous_generations(n):
+        detail = f"previously applied spec (generation {generation.generation})"
+        for ref in generation.refs:
+            keeps.add_ref(ref, Rule.RETENTION, detail)
+        protected.extend(generation.refs)
+    return protected, runnable
+
+
+def _keep_in_use(keeps: _Keeps, inp: PlanInput) -> None:
+    """Rule 3: any container, whatever its state, holds its image."""
+    by_id = inp.inventory.by_id()
+    for container in inp.inventory.containers:
+        image = by_id.get(container.image_id)
+        if image is not None:
+            keeps.add(image, Rule.IN_USE, f"container {container.label}")
+
+
+def _keep_os_images(keeps: _Keeps, inp: PlanInput) -> None:
+    """Rule 4: booted, staged and rollback OS images reported by bootc."""
+    for ref in inp.inventory.os_images:
+        keeps.add_ref(ref, Rule.OS_IMAGE, "booted/staged/rollback OS image")
+
+
+def _keep_pinned(keeps: _Keeps, images: Iterable[Image], pins: tuple[str, ...]) -> None:
+    """Rule 5: configured and built-in pin patterns."""
+    for image in images:
+        for pattern in (*pins, *BUILTIN_PINS):
+            if pattern_matches(pattern, image):
+                source = "built-in pin" if pattern in BUILTIN_PINS else "pinned"
+                keeps.add(image, Rule.PINNED, f"{source} pattern '{pattern}'")
+
+
+def _keep_young(keeps: _Keeps, images: Iterable[Image], inp: PlanInput) -> None:
+    """Rule 6: an image first seen less than min-age ago may be about to be used."""
+    for image in images:
+        first_seen = inp.ledger.first_seen.get(image.id, inp.now)
+        age = inp.now - first_seen
+        if age < inp.min_age_seconds:
+            keeps.add(
+                image,
+                Rule.MIN_AGE,
+                f"first seen {age:.0f}s ago (min-age {inp.min_age_seconds:.0f}s)",
+            )
+
+
+def _managed_ids(index: ImageIndex, referenced: Iterable[str]) -> set[str]:
+    ids: set[str] = set()
+    for ref in referenced:
+        try:
+            ids.update(image.id for image in index.lookup(ref))
+        except ReferenceError:
+            continue  # an unparseable historic entry cannot name anything
+    return ids
+
+
+def _unread_packages(specs: SpecSet) -> list[str]:
+    return sorted(
+        {
+            pkg
+            for spec in (specs.desired, specs.current, specs.rollback)
+            for app in spec.apps
+            for pkg in app.packages
+        }
+    )
+
+
+def _keep_scope(keeps: _Keeps, images: Iterable[Image], inp: PlanInput, managed: set[str]) -> None:
+    """Rule 8 and the unread-package guard."""
+    packages = _unread_packages(inp.specs)
+    for image in images:
+        known = image.id in managed
+        if packages and not known and (image.names or image.repo_digests):
+            # Any name the agent never gave us might be named inside a package.
+            keeps.add(
+                image,
+                Rule.UNREAD_PACKAGE,
+                f"may be named inside image package(s) {', '.join(packages)}",
+            )
+        if inp.scope == SCOPE_MANAGED and not known and not image.dangling:
+            keeps.add(image, Rule.OUT_OF_SCOPE, "never referenced by the agent (scope: managed)")
+
+
+def _keep_manifest_instances(keeps: _Keeps, images: tuple[Image, ...]) -> None:
+    """Rule 7: what a kept manifest list references stays, transitively."""
+    by_digest: dict[str, list[Image]] = defaultdict(list)
+    for image in images:
+        for digest in image.digests:
+            by_digest[digest].append(image)
+    pending = [i for i in images if i.is_manifest_list and keeps.reasons.get(i.id)]
+    seen: set[str] = set()
+    while pending:
+        manifest = pending.pop()
+        if manifest.id in seen:
+            continue
+        seen.add(manifest.id)
+        label = manifest.names[0] if manifest.names else manifest.short_id
+        for digest in manifest.manifest_instances:
+            for image in by_digest.get(digest, ()):
+                keeps.add(image, Rule.MANIFEST_LIST, f"instance of kept manifest list {label}")
+                if image.is_manifest_list:
+                    pending.append(image)
+
+
+def _removal_reason(image: Image, managed: set[str]) -> Reason:
+    if image.dangling:
+        return Reason(Rule.DANGLING, "no name, no container, no reference")
+    if image.id in managed:
+        return Reason(
+            Rule.UNREFERENCED,
+            "referenced by the agent before; no spec or retained version needs it",
+        )
+    return Reason(Rule.UNMANAGED, "not referenced by the agent (scope: all)")
+
+
+def _removal_order(decision: Decision) -> tuple[int, str]:
+    # Manifest lists first: removing a list can free its instances for the next run.
+    image = decision.image
+    rank = 0 if image.is_manifest_list else (2 if image.dangling else 1)
+    return rank, image.names[0] if image.names else image.id
+
+
+def required_refs(spec: DeviceSpec, store_owner: str | None = None) -> tuple[str, ...]:
+    """Images the current spec runs from in this store: they must be present."""
+    refs: set[str] = set()
+    for app in spec.apps:
+        if _in_store(app.run_as, store_owner):  # other users' apps live in their own stores
+            refs.update(app.images)
+    return tuple(sorted(refs))
+
+
+def make_plan(inp: PlanInput) -> Plan:
+    images = inp.inventory.images
+    index = ImageIndex(images)
+    keeps = _Keeps(index)
+    for spec in (inp.specs.current, inp.specs.desired, inp.specs.rollback):
+        _keep_spec_refs(keeps, spec)
+    protected, runnable = _keep_retained(keeps, inp)
+    _keep_in_use(keeps, inp)
+    _keep_os_images(keeps, inp)
+    _keep_pinned(keeps, images, inp.pinned)
+    _keep_young(keeps, images, inp)
+    managed = _managed_ids(index, inp.ledger.referenced)
+    _keep_scope(keeps, images, inp, managed)
+    _keep_manifest_instances(keeps, images)
+
+    decisions = []
+    for image in images:
+        reasons = keeps.reasons.get(image.id)
+        if reasons:
+            decisions.append(Decision(image, Action.KEEP, tuple(reasons)))
+        else:
+            decisions.append(Decision(image, Action.REMOVE, (_removal_reason(image, managed),)))
+    kept = [d for d in decisions if d.action is Action.KEEP]
+    removals = sorted((d for d in decisions if d.action is Action.REMOVE), key=_removal_order)
+    return Plan(
+        decisions=tuple(removals + kept),
+        spec_generation=inp.specs.current.generation,
+        desired_generation=inp.specs.desired.generation,
+        required_refs=required_refs(inp.specs.current, inp.store_owner),
+        retained_refs=tuple(sorted(set(runnable))),
+        protected_refs=tuple(
+            sorted(set(protected) | inp.specs.refs | set(inp.inventory.os_images))
+        ),
+    )
+
+
+def handle(ctx: RunContext) -> str:
+    """The Plan state: run the pure planner over what Inventory gathered."""
+    plan = make_plan(
+        PlanInput(
+            inventory=present(ctx.inventory, "inventory"),
+            specs=present(ctx.specs, "specs"),
+            ledger=present(ctx.ledger, "ledger"),
+            now=ctx.clock(),
+            scope=ctx.config.scope,
+            retain_previous=ctx.config.retain_previous,
+            min_age_seconds=ctx.config.min_age_seconds,
+            pinned=ctx.config.pinned,
+        )
+    )
+    ctx.plan = plan
+    return "planned" if plan.removals else "nothing_to_prune"
