@@ -1,0 +1,145 @@
+"""The run report: what was removed, what was kept and why, space, timing.
+
+`Report.to_dict()` is the `--json` document (docs/report.md describes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from controller.model import Decision, Image, Reason, RemovalOutcome, Rule
+
+OUTCOMES = ("pruned", "nothing-to-prune", "disabled", "dry-run", "failed")
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+
+
+def image_size(image: Image) -> int:
+    """Bytes removing the image frees: its unique size when known, else its size."""
+    return image.unique_size if image.unique_size is not None else image.size
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    id: str
+    names: tuple[str, ...]
+    size_bytes: int
+    reasons: tuple[str, ...] = ()
+    detail: str = ""
+
+    @classmethod
+    def of(cls, image: Image, reasons: tuple[Reason, ...] = (), detail: str = "") -> Item:
+        return cls(
+            kind="manifest-list" if image.is_manifest_list else "image",
+            id=image.id,
+            names=image.names,
+            size_bytes=image_size(image),
+            reasons=tuple(str(r) for r in reasons),
+            detail=detail,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "id": self.id,
+            "names": list(self.names),
+            "size_bytes": self.size_bytes,
+        }
+        if self.reasons:
+            out["reasons"] = list(self.reasons)
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+
+@dataclass
+class Report:
+    outcome: str
+    started_at: float
+    finished_at: float
+    trigger: str = "manual"
+    dry_run: bool = False
+    error: str | None = None
+    failed_state: str | None = None
+    states: list[str] = field(default_factory=list)
+    spec_generation: str = ""
+    removed: list[Item] = field(default_factory=list)
+    would_remove: list[Item] = field(default_factory=list)
+    kept: list[Item] = field(default_factory=list)
+    failures: list[Item] = field(default_factory=list)
+    measured_bytes: int | None = None
+    estimated_bytes: int = 0
+    rollback_ok: bool = True
+    rollback_missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    trace_id: str | None = None
+
+    @property
+    def duration_seconds(self) -> float:
+        return round(self.finished_at - self.started_at, 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "outcome": self.outcome,
+            "trigger": self.trigger,
+            "dry_run": self.dry_run,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "states": list(self.states),
+            "spec_generation": self.spec_generation,
+            "removed": [i.to_dict() for i in self.removed],
+            "kept": [i.to_dict() for i in self.kept],
+            "failures": [i.to_dict() for i in self.failures],
+            "reclaimed_bytes": {
+                "measured": self.measured_bytes,
+                "estimated": self.estimated_bytes,
+            },
+            "rollback": {"ok": self.rollback_ok, "missing": list(self.rollback_missing)},
+        }
+        if self.dry_run:
+            out["would_remove"] = [i.to_dict() for i in self.would_remove]
+        if self.error is not None:
+            out["error"] = self.error
+            out["failed_state"] = self.failed_state
+        if self.notes:
+            out["notes"] = list(self.notes)
+        if self.trace_id:
+            out["trace_id"] = self.trace_id
+        return out
+
+
+def sort_items(
+    decisions: tuple[Decision, ...], outcomes: list[RemovalOutcome]
+) -> tuple[list[Item], list[Item], list[Item]]:
+    """Split a plan and its removal outcomes into removed / kept / failed items."""
+    by_id = {o.image.id: o for o in outcomes}
+    removed: list[Item] = []
+    kept: list[Item] = []
+    failed: list[Item] = []
+    for decision in decisions:
+        outcome = by_id.get(decision.image.id)
+        if outcome is None:
+            if decision.action.value == "keep":
+                kept.append(Item.of(decision.image, decision.reasons))
+            continue
+        if outcome.status in ("removed", "already-gone"):
+            detail = "already gone" if outcome.status == "already-gone" else ""
+            removed.append(Item.of(decision.image, decision.reasons, detail))
+        elif outcome.status == "in-use":
+            holders = ", ".join(outcome.containers) or "a container"
+            kept.append(
+                Item.of(
+                    decision.image,
+                    (Reason(Rule.IN_USE, f"container {holders}"),),
+                    "removal refused: in use",
+                )
+            )
+        else:
+            failed.append(Item.of(decision.image, decision.reasons, outcome.detail))
+    return removed, kept, failed

@@ -1,0 +1,121 @@
+"""The Remove state on real Podman, with races injected where Podman can't make them."""
+
+from __future__ import annotations
+
+from conftest import Device
+
+from controller import agentfiles
+from controller.podman import PodmanStore, PodmanUnavailable
+
+REG = "registry.example.com"
+APP = f"{REG}/app/web"
+
+
+def three_generations(device: Device, *extra_gen1_apps: dict) -> None:
+    for n in (1, 2, 3):
+        device.sandbox.make_image(f"{APP}:{n}", f"web {n}")
+        apps = [agentfiles.container_app("web", f"{APP}:{n}")]
+        agentfiles.apply(
+            device.spec_dir,
+            str(n),
+            agentfiles.device_spec(None, apps + list(extra_gen1_apps if n == 1 else ())),
+        )
+        if n < 3:
+            assert device.prune().outcome in ("pruned", "nothing-to-prune")
+
+
+def test_generation_change_between_plan_and_remove_stops_removal_and_replans(
+    device: Device, mocker
+) -> None:
+    device.sandbox.make_image(f"{REG}/app/aaa-tool:1", "tool")  # removed first (name order)
+    three_generations(device, agentfiles.container_app("tool", f"{REG}/app/aaa-tool:1"))
+    real_remove = PodmanStore.remove_image
+    calls: list[str] = []
+
+    def remove_then_update(self: PodmanStore, name: str):
+        result = real_remove(self, name)
+        if not calls:
+            # The agent applies generation 4 (which needs web:1 again) mid-removal.
+            agentfiles.apply(
+                device.spec_dir,
+                "4",
+                agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:1")]),
+            )
+        calls.append(name)
+        return result
+
+    mocker.patch.object(PodmanStore, "remove_image", remove_then_update)
+    report = device.prune()
+    assert report.outcome == "pruned", report.error
+    assert report.states.count("Inventory") == 2  # replanned once
+    assert report.states[-3:] == ["Remove", "Validate", "Idle"]
+    assert f"{APP}:1" in device.image_names()  # the replan saw generation 4 need it
+    assert calls[0] == f"{REG}/app/aaa-tool:1" and f"{APP}:1" not in calls
+    assert report.spec_generation == "4"
+
+
+def test_image_taken_into_use_after_plan_is_skipped_and_container_named(
+    device: Device, mocker
+) -> None:
+    three_generations(device)
+    real_remove = PodmanStore.remove_image
+
+    def race(self: PodmanStore, name: str):
+        if name == f"{APP}:1":
+            device.sandbox.create_container(f"{APP}:1", "late-starter")
+        return real_remove(self, name)
+
+    mocker.patch.object(PodmanStore, "remove_image", race)
+    report = device.prune()
+    assert report.outcome in ("pruned", "nothing-to-prune"), report.error
+    assert f"{APP}:1" in device.image_names()
+    item = next(i for i in report.kept if f"{APP}:1" in i.names)
+    assert item.detail == "removal refused: in use"
+    assert report.failures == []
+    assert any(r.startswith("in-use") for r in item.reasons)
+
+
+def test_image_already_gone_counts_as_removed_and_the_rest_goes_on(device: Device, mocker) -> None:
+    three_generations(device)
+    leftover = device.sandbox.make_image(None, "leftover")
+    real_remove = PodmanStore.remove_image
+
+    def someone_else_removed_it(self: PodmanStore, name: str):
+        if name == f"{APP}:1":
+            device.sandbox.podman("rmi", f"{APP}:1")
+        return real_remove(self, name)
+
+    mocker.patch.object(PodmanStore, "remove_image", someone_else_removed_it)
+    report = device.prune()
+    assert report.outcome == "pruned", report.error
+    gone = next(i for i in report.removed if f"{APP}:1" in i.names)
+    assert gone.detail == "already gone"
+    assert leftover not in device.image_ids()  # the missing image did not abort the cleanup
+    # only what this run removed counts in the estimate
+    assert report.estimated_bytes == sum(i.size_bytes for i in report.removed if not i.detail)
+
+
+def test_podman_dying_mid_removal_fails_the_run_without_raising(device: Device, mocker) -> None:
+    three_generations(device)
+    mocker.patch.object(
+        PodmanStore,
+        "remove_image",
+        side_effect=PodmanUnavailable("connection refused", device.sandbox.url),
+    )
+    report = device.prune()
+    assert report.outcome == "failed" and report.failed_state == "Remove"
+    assert "connection refused" in (report.error or "")
+    assert f"{APP}:1" in device.image_names()
+
+
+def test_dead_socket_fails_in_inventory_and_next_run_recovers(device: Device, tmp_path) -> None:
+    three_generations(device)
+    pruner = device.pruner(podman_url=f"unix://{tmp_path}/nothing-here.sock")
+    report = pruner.run_once()
+    assert report.outcome == "failed" and report.failed_state == "Inventory"
+    assert "nothing-here.sock" in (report.error or "")
+    assert pruner.state == "Failed"
+    pruner.config = device.config()
+    report = pruner.run_once()
+    assert report.outcome == "pruned", report.error
+    assert report.states[0] == "Idle"
