@@ -20,10 +20,28 @@ def _name(item: Item) -> str:
     return ", ".join(item.names) if item.names else "<none>"
 
 
+def summarize_reasons(reasons: tuple[str, ...]) -> str:
+    """One entry per rule (the first detail, and how many more): tables stay readable.
+
+    The JSON report keeps every reason in full.
+    """
+    first: dict[str, str] = {}
+    more: dict[str, int] = {}
+    for reason in reasons:
+        rule = reason.split(":", 1)[0]
+        if rule in first:
+            more[rule] = more.get(rule, 0) + 1
+        else:
+            first[rule] = reason
+    return "; ".join(
+        f"{text} (+{more[rule]} more)" if rule in more else text for rule, text in first.items()
+    )
+
+
 def item_rows(decision: str, items: list[Item]) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for item in items:
-        reasons = "; ".join(item.reasons) or item.detail
+        reasons = summarize_reasons(item.reasons) or item.detail
         rows.append((decision, _name(item), item.id[:12], human_bytes(item.size_bytes), reasons))
     return rows
 
