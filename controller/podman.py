@@ -169,7 +169,8 @@ class PodmanStore:
 
         def remove() -> list[dict[str, Any]]:
             try:
-                return self._client.images.remove(name_or_id)
+                # force would delete the containers using the image: never.
+                return self._client.images.remove(name_or_id, force=False)
             except ImageNotFound:
                 return []
             except APIError as error:

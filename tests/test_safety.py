@@ -227,3 +227,18 @@ def test_quadlet_base64_image_indirection_is_kept(device: Device) -> None:
     report = device.prune(scope="all")
     assert report.outcome == "nothing-to-prune", report.error
     assert f"{REG}/iot/sensor:5" in device.image_names()
+
+
+def test_removal_never_asks_podman_for_force(device: Device, mocker) -> None:
+    from podman.domain.images_manager import ImagesManager
+
+    spy = mocker.spy(ImagesManager, "remove")
+    two_generations(device)
+    device.sandbox.tag(f"{APP}:1", f"{APP}:legacy")
+    device.sandbox.make_image(None, "leftover")
+    device.sandbox.make_image(f"{APP}:3", "web 3")
+    apply(device, 3, agentfiles.container_app("web", f"{APP}:3"))
+    device.prune(scope="all")
+    assert spy.call_count >= 3
+    for call in spy.call_args_list:
+        assert call.kwargs.get("force") is False, call
