@@ -23,6 +23,8 @@ BUILTIN_PINS: tuple[str, ...] = (
     "*/pause:*",
 )
 
+_NEVER_SEEN = "never seen in a spec by edgeprune"
+
 SCOPE_MANAGED = "managed"
 SCOPE_ALL = "all"
 
@@ -164,19 +166,31 @@ def _unread_packages(specs: SpecSet) -> list[str]:
 
 
 def _keep_scope(keeps: _Keeps, images: Iterable[Image], inp: PlanInput, managed: set[str]) -> None:
-    """Rule 8 and the unread-package guard."""
+    """Rule 8, and two guards for what edgeprune cannot know."""
     packages = _unread_packages(inp.specs)
+    observed = len(inp.ledger.previous_generations(inp.retain_previous))
+    history_short = inp.scope == SCOPE_ALL and observed < inp.retain_previous
     for image in images:
         known = image.id in managed
-        if packages and not known and (image.names or image.repo_digests):
-            # Any name the agent never gave us might be named inside a package.
+        named = bool(image.names or image.repo_digests)
+        if packages and named:
+            # Any name at all may be named inside a package we could not read.
             keeps.add(
                 image,
                 Rule.UNREAD_PACKAGE,
                 f"may be named inside image package(s) {', '.join(packages)}",
             )
+        if history_short and not known and named:
+            # Generations applied before edgeprune watched are unknown: an image
+            # it never saw in a spec may be the previous version a rollback needs.
+            keeps.add(
+                image,
+                Rule.HISTORY_INCOMPLETE,
+                f"edgeprune has observed {observed} of the {inp.retain_previous} previous "
+                "generation(s) it must retain; this image may belong to one it never saw",
+            )
         if inp.scope == SCOPE_MANAGED and not known and not image.dangling:
-            keeps.add(image, Rule.OUT_OF_SCOPE, "never referenced by the agent (scope: managed)")
+            keeps.add(image, Rule.OUT_OF_SCOPE, f"{_NEVER_SEEN} (scope: managed)")
 
 
 def _keep_manifest_instances(keeps: _Keeps, images: tuple[Image, ...]) -> None:
@@ -208,7 +222,7 @@ def _removal_reason(image: Image, managed: set[str]) -> Reason:
             Rule.UNREFERENCED,
             "referenced by the agent before; no spec or retained version needs it",
         )
-    return Reason(Rule.UNMANAGED, "not referenced by the agent (scope: all)")
+    return Reason(Rule.UNMANAGED, f"{_NEVER_SEEN} (scope: all)")
 
 
 def _removal_order(decision: Decision) -> tuple[int, str]:

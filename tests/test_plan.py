@@ -291,10 +291,44 @@ def test_unread_image_package_protects_every_named_image_even_in_scope_all() -> 
     leftover = image("leftover")
     current = device("1", AppSpec(name="t", app_type="compose", packages=(f"{REG}/pkg/bundle:1",)))
     images = [inner, pkg, leftover]
-    got = decisions(plan_for(images, steady(current), learn(current, images=images), scope="all"))
+    got = decisions(
+        plan_for(
+            images, steady(current), learn(current, images=images), scope="all", retain_previous=0
+        )
+    )
     assert got[f"{REG}/telemetry/collector:1"] == (Action.KEEP, {Rule.UNREAD_PACKAGE})
-    assert got[f"{REG}/pkg/bundle:1"] == (Action.KEEP, {Rule.REFERENCED})
+    assert got[f"{REG}/pkg/bundle:1"] == (Action.KEEP, {Rule.REFERENCED, Rule.UNREAD_PACKAGE})
     assert got[leftover.id][0] is Action.REMOVE  # no name: no package can name it
+
+
+def test_unread_package_also_protects_an_image_the_agent_named_before() -> None:
+    # gen 1 ran the collector from inline compose; gen 2 ships it inside a package
+    collector = image("collector", f"{REG}/telemetry/collector:1")
+    g1 = device("1", app("t", f"{REG}/telemetry/collector:1"))
+    g2 = device("2", AppSpec(name="t", app_type="compose", packages=(f"{REG}/pkg/bundle:1",)))
+    ledger = learn(g1, g2, images=[collector])
+    got = decisions(plan_for([collector], steady(g2), ledger, retain_previous=0))
+    assert got[f"{REG}/telemetry/collector:1"] == (Action.KEEP, {Rule.UNREAD_PACKAGE})
+
+
+def test_scope_all_keeps_unseen_images_until_enough_history_is_observed() -> None:
+    stranger = image("x", f"{REG}/web:0")  # maybe the version before edgeprune came
+    images = [stranger, *WEB]
+    first = learn(gen(1), images=images)
+    got = decisions(plan_for(images, steady(gen(1)), first, scope="all"))
+    assert got[f"{REG}/web:0"] == (Action.KEEP, {Rule.HISTORY_INCOMPLETE})
+    reason = next(
+        d.reasons[0].detail
+        for d in plan_for(images, steady(gen(1)), first, scope="all").decisions
+        if d.image is stranger
+    )
+    assert "observed 0 of the 1 previous generation(s)" in reason
+    later = learn(gen(1), gen(2), images=images)
+    got = decisions(plan_for(images, steady(gen(2)), later, scope="all"))
+    assert got[f"{REG}/web:0"] == (Action.REMOVE, {Rule.UNMANAGED})
+    # under scope: managed the guard is not needed: unseen images are out of scope
+    got = decisions(plan_for(images, steady(gen(1)), first))
+    assert got[f"{REG}/web:0"] == (Action.KEEP, {Rule.OUT_OF_SCOPE})
 
 
 def test_required_refs_cover_this_stores_apps_only() -> None:
@@ -331,6 +365,6 @@ def test_planner_is_fast_on_a_large_store() -> None:
     current = device("1", *(app(f"a{n}", f"{REG}/app{n}:1") for n in range(0, 2000, 2)))
     ledger = learn(current, images=images)
     start = time.perf_counter()
-    plan = plan_for(images, steady(current), ledger, scope="all")
+    plan = plan_for(images, steady(current), ledger, scope="all", retain_previous=0)
     assert len(plan.removals) == 1000
     assert time.perf_counter() - start < 10
