@@ -6,6 +6,16 @@ The public API, for a host agent that embeds edgeprune in its reconcile loop:
     pruner = Pruner(load_config())
     report = pruner.run_once(trigger="after-update")   # never raises
 
+or, to prune in the background of its reconcile loop (docs/triggers.md):
+
+    from controller import PruneService, load_config
+    service = PruneService(load_config())
+    service.start()
+    with service.hold():          # around each pull or update
+        ...
+    service.after_update()        # returns at once; coalesces
+    service.stop()
+
 Names are resolved lazily so that `import controller` (and the CLI) stay light.
 """
 
@@ -16,6 +26,7 @@ from typing import Any
 
 _EXPORTS = {
     "Pruner": "controller.pruner",
+    "PruneService": "controller.service",
     "Report": "controller.report",
     "Config": "controller.config",
     "ConfigError": "controller.config",

@@ -28,10 +28,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from controller import references
+
+if TYPE_CHECKING:
+    from controller.diskmon import AlertRule
 
 DEFAULT_CONFIG_FILE = Path("/etc/edgeprune/config.yaml")
 DROP_IN_DIR = "conf.d"
@@ -55,6 +59,20 @@ class Config:
     retain_previous: int = 1  # previous distinct versions kept per app / applied generations
     min_age_seconds: float = 120.0  # from "min-age"
     pinned: tuple[str, ...] = ()  # reference patterns never removed
+    # observability (docs/observability.md); relative paths are under state_dir
+    log_format: str = "text"  # "text" | "json"
+    trace_file: Path | None = Path("traces.jsonl")  # None: no trace file
+    trace_file_max_bytes: int = 5 * 1024 * 1024
+    trace_file_backups: int = 2
+    otlp_endpoint: str = ""  # base URL; "" leaves it to the OTEL_EXPORTER_OTLP_* variables
+    console_exporter: bool = False
+    metrics_textfile: Path | None = None  # Prometheus text file, written after each run
+    # triggers (docs/triggers.md)
+    agent_config: Path | None = None  # the agent's config.yaml: its image-pruning.enabled
+    disk_alert_rules: tuple[AlertRule, ...] | None = None  # None: the spec's, else the agent's
+    disk_sampling_seconds: float | None = None  # None: the spec's Disk monitor's, else 1m
+    disk_paths: tuple[Path, ...] = ()  # filesystems watched besides Podman's storage
+    watch_poll_seconds: float = 10.0  # `watch` re-reads current.json this often
     sources: tuple[str, ...] = ()  # the files that were read, in order
 
 
@@ -172,6 +190,76 @@ def _parse_pinned(value: object) -> tuple[str, ...]:
     return tuple(patterns)
 
 
+LOG_FORMATS = ("text", "json")
+_SIZE_RE = re.compile(r"(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?")
+_SIZE_UNITS = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
+_SIZE_UNITS |= {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+
+
+def _parse_log_format(value: object) -> str:
+    if not isinstance(value, str) or value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {_describe(value)}")
+    return value
+
+
+def _parse_file(value: object) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path, got {_describe(value)}")
+    return Path(value)
+
+
+def _parse_trace_file(value: object) -> Path | None:
+    if value is False:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected a file path or false, got {_describe(value)}")
+    return Path(value)
+
+
+def _parse_size(value: object) -> int:
+    match = _SIZE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
+        value = int(match[1]) * _SIZE_UNITS[match[2] or "B"]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"expected a size > 0 such as 5MiB or 1048576, got {_describe(value)}")
+    return value
+
+
+def _parse_otlp_endpoint(value: object) -> str:
+    if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+        raise ValueError(
+            f"expected an http(s) URL such as http://collector:4318, got {_describe(value)}"
+        )
+    return value
+
+
+def _parse_agent_config(value: object) -> Path:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"expected the agent's config file path, got {_describe(value)}")
+    return Path(value)
+
+
+def _parse_alert_rules(value: object) -> tuple[AlertRule, ...]:
+    from controller.diskmon import parse_alert_rules  # diskmon imports this module
+
+    return parse_alert_rules(value, "rule list")
+
+
+def _parse_interval(value: object) -> float:
+    from controller.diskmon import parse_sampling_interval
+
+    return parse_sampling_interval(value, "interval")
+
+
+def _parse_disk_paths(value: object) -> tuple[Path, ...]:
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected a list of absolute paths, got {_describe(value)}")
+    for item in value:
+        if not isinstance(item, str) or not item.startswith("/"):
+            raise ValueError(f"expected absolute paths, got {_describe(item)} in the list")
+    return tuple(Path(item) for item in value)
+
+
 @dataclass(frozen=True)
 class ConfigKey:
     field: str  # the Config field the key sets
@@ -187,6 +275,18 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "retain-previous": ConfigKey("retain_previous", _parse_retain),
     "min-age": ConfigKey("min_age_seconds", _parse_min_age),
     "pinned": ConfigKey("pinned", _parse_pinned),
+    "agent-config": ConfigKey("agent_config", _parse_agent_config),
+    "disk-alert-rules": ConfigKey("disk_alert_rules", _parse_alert_rules),
+    "disk-sampling-interval": ConfigKey("disk_sampling_seconds", _parse_interval),
+    "disk-paths": ConfigKey("disk_paths", _parse_disk_paths),
+    "watch-poll-interval": ConfigKey("watch_poll_seconds", _parse_interval),
+    "log-format": ConfigKey("log_format", _parse_log_format),
+    "trace-file": ConfigKey("trace_file", _parse_trace_file),
+    "trace-file-max-bytes": ConfigKey("trace_file_max_bytes", _parse_size),
+    "trace-file-backups": ConfigKey("trace_file_backups", _parse_retain),
+    "otlp-endpoint": ConfigKey("otlp_endpoint", _parse_otlp_endpoint),
+    "console-exporter": ConfigKey("console_exporter", _parse_bool),
+    "metrics-textfile": ConfigKey("metrics_textfile", _parse_file),
 }
 
 
@@ -247,7 +347,9 @@ def load_config(
     ``overrides`` use the YAML keys with the values YAML would give (bool,
     int, str, list); a None value means "flag not given" and changes nothing.
     ``podman-url`` falls back to ``$CONTAINER_HOST`` (from ``environ``,
-    default ``os.environ``), then to ``DEFAULT_PODMAN_URL``.
+    default ``os.environ``), then to ``DEFAULT_PODMAN_URL``. With
+    ``agent-config`` set, the agent's ``image-pruning: {enabled: ...}``
+    applies when no layer here sets ``enabled`` (controller/agentconfig.py).
     """
     main_file = DEFAULT_CONFIG_FILE if path is None else path
     if path is not None and not path.is_file():
@@ -261,7 +363,17 @@ def load_config(
         given = {key: value for key, value in overrides.items() if value is not None}
         _apply(given, COMMAND_LINE, values)
 
+    sources = [str(file) for file in files]
+    agent_config = values.get("agent_config")
+    if isinstance(agent_config, Path):
+        from controller.agentconfig import read_agent_pruning
+
+        agent = read_agent_pruning(agent_config)
+        sources += agent.files
+        # edgeprune's own "enabled", from any layer, wins over the agent's knob.
+        if "enabled" not in values and agent.enabled is not None:
+            values["enabled"] = agent.enabled
     if not values.get("podman_url"):
         env = os.environ if environ is None else environ
         values["podman_url"] = env.get("CONTAINER_HOST") or DEFAULT_PODMAN_URL
-    return Config(**values, sources=tuple(str(file) for file in files))  # type: ignore[arg-type]
+    return Config(**values, sources=tuple(sources))  # type: ignore[arg-type]

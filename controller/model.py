@@ -34,6 +34,23 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Artifact:
+    """One OCI artifact in a store (Podman 5.4+), e.g. an image-backed volume's content."""
+
+    # "quay.io/org/models:1" as stored; None for an unnamed one (the previous
+    # manifest of a re-pulled tag, which Podman keeps without a name)
+    name: str | None
+    # "sha256:..." manifest digest; several names may share one. "" only for
+    # an unnamed artifact listed through REST when the store's index is unreadable.
+    digest: str
+    size: int = 0  # bytes of its layers, as Podman counts an artifact's size
+
+    @property
+    def label(self) -> str:
+        return self.name or f"<unnamed> {self.digest[:19] or 'digest unknown'}"
+
+
+@dataclass(frozen=True)
 class Container:
     """A container of any state (running, exited, created) that holds an image."""
 

@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from podman import PodmanClient
 from podman.errors import APIError, ImageNotFound
 from podman.errors import PodmanError as ClientError
@@ -120,10 +122,13 @@ class PodmanStore:
         timeout: float = 30.0,
         retry: RetryPolicy = RetryPolicy(),  # frozen: safe as a default
         on_retry: RetryHook | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.url = url
         self._retry = retry
         self._on_retry = on_retry
+        # Where the call spans go; the Pruner sets it to the run's tracer.
+        self.tracer = tracer or trace.get_tracer("edgeprune")
         self._client = PodmanClient(base_url=url, timeout=timeout)
 
     def __enter__(self) -> PodmanStore:
@@ -151,8 +156,9 @@ class PodmanStore:
         list_ids = self._manifest_list_ids(images)
         instances = {
             list_id: self._call(
-                f"inspect manifest list {list_id[:12]}",
+                "inspect manifest list",
                 lambda list_id=list_id: self._get_json(f"/manifests/{list_id}/json"),
+                target=list_id[:12],
             )
             for list_id in list_ids
         }
@@ -182,12 +188,33 @@ class PodmanStore:
                     ) from error
                 raise
 
-        return _remove_result(name_or_id, self._call(f"remove image {name_or_id}", remove))
+        return _remove_result(name_or_id, self._call("remove image", remove, target=name_or_id))
 
     def image_ids(self) -> set[str]:
         """IDs of all local images (one listing), for post-checks."""
         images = self._call("list images", lambda: _attrs(self._client.images.list(all=True)))
         return {_strip_id(a["Id"]) for a in images}
+
+    def request(
+        self, operation: str, method: str, path: str, *, target: str | None = None
+    ) -> tuple[int, Any]:
+        """One raw libpod API call (e.g. "get", "/artifacts/json") behind the retries.
+
+        Answers below 500 come back as (status, JSON body or None): what a 404
+        means is the caller's call. 5xx and lost connections are retried and
+        then raised like every other call's failures.
+        """
+
+        def call() -> tuple[int, Any]:
+            response = getattr(self._client.api, method)(path)
+            if response.status_code >= 500:
+                response.raise_for_status()
+            try:
+                return response.status_code, response.json()
+            except ValueError:  # 4.3 answers unknown routes with a plain-text 404
+                return response.status_code, None
+
+        return self._call(operation, call, target=target)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -205,7 +232,29 @@ class PodmanStore:
         response.raise_for_status()
         return response.json()
 
-    def _call(self, operation: str, fn: Callable[[], T]) -> T:
+    def _call(self, operation: str, fn: Callable[[], T], *, target: str | None = None) -> T:
+        """`fn` with retries, in a span named by the operation alone (span names
+        stay low-cardinality: the image name or ID goes in an attribute)."""
+        attributes = {"podman.operation": operation}
+        if target:
+            attributes["edgeprune.image"] = target
+        with self.tracer.start_as_current_span(
+            "podman." + operation.replace(" ", "_"),
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return self._retried(f"{operation} {target}" if target else operation, fn)
+            except ImageInUse:
+                span.set_attribute("podman.in_use", True)  # a refusal, not an error
+                raise
+            except Exception as error:
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise
+
+    def _retried(self, operation: str, fn: Callable[[], T]) -> T:
         policy = self._retry
         retrying = Retrying(
             stop=stop_after_attempt(max(1, policy.attempts)),
@@ -239,6 +288,16 @@ class PodmanStore:
             state.attempt_number,
             error,
             wait,
+        )
+        # On the call's span: which attempt failed, and how long until the next.
+        trace.get_current_span().add_event(
+            "retry",
+            {
+                "operation": operation,
+                "attempt": state.attempt_number,
+                "wait_seconds": wait,
+                "error": str(error),
+            },
         )
         if self._on_retry is None or error is None:
             return

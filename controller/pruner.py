@@ -12,11 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 
 from controller.config import Config
-from controller.context import RunContext
+from controller.context import FreeRun, RunContext, RunControl
+from controller.lock import LockBusy, RunLock
 from controller.machine import (
     FAILED,
     INVENTORY,
@@ -26,6 +27,7 @@ from controller.machine import (
     VERIFY_ROLLBACK,
     PruneMachine,
 )
+from controller.metrics import RunMetrics
 from controller.podman import PodmanStore
 from controller.report import Item, Report, image_size, sort_items
 from states import inventory, plan, remove, validate, verify_rollback
@@ -61,23 +63,48 @@ class Pruner:
         store_factory: StoreFactory = _default_store,
         clock: Callable[[], float] = time.time,
         tracer_provider: trace.TracerProvider | None = None,
+        meter_provider: metrics.MeterProvider | None = None,
+        on_report: Callable[[Report], None] | None = None,
     ) -> None:
+        """`on_report` is called with each run's report, after its metrics are
+        recorded (the CLI and daemon pass `Telemetry.on_report`)."""
         self.config = config
         self._store_factory = store_factory
         self._clock = clock
         self._tracer = trace.get_tracer("edgeprune", tracer_provider=tracer_provider)
-        self._machine = PruneMachine(HANDLERS, tracer=self._tracer)
+        self._metrics = RunMetrics(meter_provider)
+        self._on_report = on_report
+        self._machine = PruneMachine(
+            HANDLERS, tracer=self._tracer, on_transition=self._metrics.record_transition
+        )
         self._lock = threading.Lock()
         self.last_report: Report | None = None
+        self.storage_path: str | None = None  # Podman's graphRoot, as the last run saw it
 
     @property
     def state(self) -> str:
         return self._machine.state
 
-    def run_once(self, *, dry_run: bool = False, trigger: str = "manual") -> Report:
+    def run_once(
+        self,
+        *,
+        dry_run: bool = False,
+        trigger: str = "manual",
+        emergency: bool = False,
+        control: RunControl | None = None,
+    ) -> Report:
+        """One run. `emergency` (a critical disk alert) ignores min-age only;
+        `control` lets a host hold off removals or stop the run (PruneService).
+        A run that finds the state dir's run lock taken is skipped: "locked".
+        """
         with self._lock:
             try:
-                report = self._run(dry_run=dry_run, trigger=trigger)
+                report = self._run(
+                    dry_run=dry_run,
+                    trigger=trigger,
+                    emergency=emergency,
+                    control=control or FreeRun(),
+                )
             except Exception as error:  # last line of defence: never raise into the agent
                 log.exception("prune run crashed")
                 now = self._clock()
@@ -90,9 +117,18 @@ class Pruner:
                     error=f"internal error: {error}",
                 )
             self.last_report = report
+            self._observe(report)
             return report
 
-    def _run(self, *, dry_run: bool, trigger: str) -> Report:
+    def _observe(self, report: Report) -> None:
+        try:  # telemetry must never break a run or raise into the agent
+            self._metrics.record_run(report)
+            if self._on_report is not None:
+                self._on_report(report)
+        except Exception:
+            log.exception("recording the run's metrics failed")
+
+    def _run(self, *, dry_run: bool, trigger: str, emergency: bool, control: RunControl) -> Report:
         started = self._clock()
         if not self.config.enabled:
             log.info("pruning is disabled by configuration; nothing done")
@@ -104,20 +140,76 @@ class Pruner:
                 dry_run=dry_run,
                 states=[self._machine.state],
             )
-        log.info("prune run started (trigger=%s%s)", trigger, ", dry run" if dry_run else "")
-        with self._tracer.start_as_current_span(
-            "edgeprune.run", attributes={"edgeprune.trigger": trigger, "edgeprune.dry_run": dry_run}
-        ) as span:
+        lock = RunLock(self.config.state_dir)
+        try:
+            lock.acquire(trigger, started)
+        except LockBusy as busy:
+            log.warning("prune run skipped (trigger=%s): %s", trigger, busy)
+            return Report(
+                "locked",
+                started,
+                self._clock(),
+                trigger=trigger,
+                dry_run=dry_run,
+                states=[self._machine.state],
+                notes=[f"skipped: {busy}"],
+            )
+        except OSError as error:  # fail safe: no lock, no run
+            log.warning("prune run not started: cannot take the run lock %s: %s", lock.path, error)
+            return Report(
+                "failed",
+                started,
+                self._clock(),
+                trigger=trigger,
+                dry_run=dry_run,
+                error=f"cannot take the run lock {lock.path}: {error}",
+                states=[self._machine.state],
+            )
+        try:
+            return self._locked_run(started, dry_run, trigger, emergency, control)
+        finally:
+            lock.release()
+
+    def _locked_run(
+        self, started: float, dry_run: bool, trigger: str, emergency: bool, control: RunControl
+    ) -> Report:
+        attributes = {
+            "edgeprune.trigger": trigger,
+            "edgeprune.dry_run": dry_run,
+            "edgeprune.emergency": emergency,
+        }
+        with self._tracer.start_as_current_span("edgeprune.run", attributes=attributes) as span:
+            # Logged inside the run span, so the line carries the run's trace ID.
+            log.info(
+                "prune run started (trigger=%s%s%s)",
+                trigger,
+                ", dry run" if dry_run else "",
+                ", emergency: min-age not applied" if emergency else "",
+                extra={"fields": {"event": "run.started", "trigger": trigger, "dry_run": dry_run}},
+            )
             store = self._store_factory(self.config)
-            ctx = RunContext(self.config, store, self._clock, dry_run=dry_run, trigger=trigger)
+            store.tracer = self._tracer  # Podman call spans join the run's trace
+            ctx = RunContext(
+                self.config,
+                store,
+                self._clock,
+                dry_run=dry_run,
+                trigger=trigger,
+                emergency=emergency,
+                control=control,
+            )
+            if emergency:
+                ctx.notes.append("emergency run (critical disk alert): min-age not applied")
             try:
                 final = self._machine.run(ctx, span)
             finally:
                 store.close()
+            if ctx.inventory is not None and ctx.inventory.storage_path:
+                self.storage_path = ctx.inventory.storage_path
             report = self._report(ctx, started, final)
             _annotate(span, report)
             report.trace_id = _trace_id(span)
-        _log_summary(report)
+            _log_summary(report)
         return report
 
     def _report(self, ctx: RunContext, started: float, final: str) -> Report:
@@ -126,6 +218,8 @@ class Pruner:
             outcome = "failed"
         elif ctx.dry_run:
             outcome = "dry-run"
+        elif ctx.stopped:
+            outcome = "stopped"
         elif ctx.outcomes:
             outcome = "pruned"
         else:
@@ -144,7 +238,13 @@ class Pruner:
         if ctx.specs is not None:
             report.spec_generation = ctx.specs.current.generation
         if ctx.plan is not None:
-            removed, kept, failures = sort_items(ctx.plan.decisions, ctx.outcomes)
+            planned = {d.image.id for d in ctx.plan.decisions}
+            earlier = tuple(  # removed before a replan, so absent from the final plan
+                ctx.removal_decisions[o.image.id]
+                for o in ctx.outcomes
+                if o.image.id not in planned and o.image.id in ctx.removal_decisions
+            )
+            removed, kept, failures = sort_items(earlier + ctx.plan.decisions, ctx.outcomes)
             report.removed, report.kept, report.failures = removed, kept, failures
             if ctx.dry_run:
                 report.would_remove = [Item.of(d.image, d.reasons) for d in ctx.plan.removals]
@@ -166,17 +266,25 @@ def _annotate(span: trace.Span, report: Report) -> None:
         {
             "edgeprune.outcome": report.outcome,
             "edgeprune.spec_generation": report.spec_generation,
-            "edgeprune.images.removed": len(report.removed),
-            "edgeprune.images.kept": len(report.kept),
-            "edgeprune.images.failed": len(report.failures),
+            "edgeprune.images.removed": _count(report.removed, artifacts=False),
+            "edgeprune.images.kept": _count(report.kept, artifacts=False),
+            "edgeprune.images.failed": _count(report.failures, artifacts=False),
+            "edgeprune.artifacts.removed": _count(report.removed, artifacts=True),
+            "edgeprune.artifacts.kept": _count(report.kept, artifacts=True),
+            "edgeprune.artifacts.failed": _count(report.failures, artifacts=True),
             "edgeprune.bytes.estimated": report.estimated_bytes,
             "edgeprune.rollback.ok": report.rollback_ok,
+            "edgeprune.rollback.missing": list(report.rollback_missing),
         }
     )
     if report.measured_bytes is not None:  # attributes cannot be null
         span.set_attribute("edgeprune.bytes.measured", report.measured_bytes)
     if report.outcome == "failed":
         span.set_status(Status(StatusCode.ERROR, report.error or "failed"))
+
+
+def _count(items: list[Item], *, artifacts: bool) -> int:
+    return sum(1 for item in items if (item.kind == "artifact") == artifacts)
 
 
 def _trace_id(span: trace.Span) -> str | None:
@@ -208,7 +316,19 @@ def _log_summary(report: Report) -> None:
         report.to_dict()["started_at"],
         report.to_dict()["finished_at"],
     )
+    fields = {
+        "event": "run.finished",
+        "outcome": report.outcome,
+        "trigger": report.trigger,
+        "removed": len(report.removed),
+        "kept": len(report.kept),
+        "failed": len(report.failures),
+        "reclaimed_measured_bytes": report.measured_bytes,
+        "reclaimed_estimated_bytes": report.estimated_bytes,
+        "duration_seconds": report.duration_seconds,
+    }
     if report.outcome == "failed":
-        log.warning(message + " error=%s", *args, report.error)
+        fields["error"] = report.error
+        log.warning(message + " error=%s", *args, report.error, extra={"fields": fields})
     else:
-        log.info(message, *args)
+        log.info(message, *args, extra={"fields": fields})

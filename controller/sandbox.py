@@ -141,8 +141,15 @@ class Sandbox:
             CONTAINERS_STORAGE_CONF=str(conf / "storage.conf"),
             CONTAINERS_REGISTRIES_CONF=str(conf / "registries.conf"),
             TMPDIR=str(self.root / "tmp"),
+            # Podman 5 on a cgroups-v1 host warns on every command; the
+            # warning would bury the real error in SandboxError messages.
+            PODMAN_IGNORE_CGROUPSV1_WARNING="1",
         )
         return env
+
+    def cli(self) -> tuple[tuple[str, ...], dict[str, str]]:
+        """The argv prefix and environment that run this binary's CLI on this store."""
+        return (self.binary.path, *self._global_args()), self._env()
 
     def _write_config(self) -> None:
         conf = self.root / "conf"
@@ -317,14 +324,23 @@ class Sandbox:
         self.podman("rm", "--all", "--force")
         self.podman("rmi", "--all", "--force")
         if self._supports_artifacts():
-            names = self.podman("artifact", "ls", "--format", "{{.Name}}", check=False).stdout
-            for name in filter(None, (n.strip() for n in names.splitlines())):
-                self.podman("artifact", "rm", name, check=False)
+            # No {{.Name}} in `artifact ls` and no `rm --all` in 5.4. An
+            # unnamed artifact makes the listing fail: such a store cannot be
+            # emptied through Podman, and that must not go unnoticed.
+            listed = self.podman(
+                "artifact", "ls", "--noheading", "--format", "{{.Repository}}:{{.Tag}}"
+            ).stdout
+            for name in filter(None, (n.strip().removesuffix(":") for n in listed.splitlines())):
+                self.podman("artifact", "rm", name)
 
     def _supports_artifacts(self) -> bool:
         # Podman 5.4+ only; asked once per sandbox.
         if self._artifacts is None:
-            self._artifacts = self.podman("artifact", "--help", check=False).returncode == 0
+            # By version: `podman artifact --help` succeeds even on 4.3.
+            version = self.podman("version", "--format", "{{.Client.Version}}").stdout.strip()
+            major, _, rest = version.partition(".")
+            minor = rest.partition(".")[0]
+            self._artifacts = (int(major or 0), int(minor or 0)) >= (5, 4)
         return self._artifacts
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.appfiles import AppFileError, compose_images, quadlet_images
+from controller.diskmon import DiskMonitorSpec, parse_disk_monitors
 from controller.references import ReferenceError, parse_reference
 
 DESIRED_FILE = "desired.json"
@@ -69,6 +70,11 @@ class DeviceSpec:
     generation: str = ""
     os_image: str | None = None
     apps: tuple[AppSpec, ...] = ()
+    # `spec.resources` Disk monitors. A malformed one is skipped and described in
+    # resource_problems instead of failing the read: alert rules decide when to
+    # prune, never what to keep, so they must not stop pruning.
+    disk_monitors: tuple[DiskMonitorSpec, ...] = ()
+    resource_problems: tuple[str, ...] = ()
 
     @property
     def refs(self) -> frozenset[str]:
@@ -126,8 +132,15 @@ def read_spec_file(path: Path, *, required: bool) -> DeviceSpec:
     names = [app.name for app in apps]
     if duplicated := sorted({name for name in names if names.count(name) > 1}):
         raise where.error(f"duplicate application names {duplicated}")
+    monitors, problems = parse_disk_monitors(spec.get("resources"))
     return DeviceSpec(
-        file=where.file, present=True, generation=generation, os_image=os_image, apps=apps
+        file=where.file,
+        present=True,
+        generation=generation,
+        os_image=os_image,
+        apps=apps,
+        disk_monitors=monitors,
+        resource_problems=problems,
     )
 
 

@@ -13,6 +13,8 @@ log = logging.getLogger("edgeprune")
 
 
 def handle(ctx: RunContext) -> str:
+    # A pull or update in progress changes what the plan must keep: plan after it.
+    ctx.control.wait_for_release()
     # Specs and ledger first: unreadable input must stop the run before any
     # Podman call, let alone a removal.
     specs = read_spec_dir(ctx.config.spec_dir)
@@ -29,6 +31,10 @@ def handle(ctx: RunContext) -> str:
         save_ledger(ctx.config.state_dir, ledger)
 
     ctx.specs, ctx.ledger, ctx.inventory = specs, ledger, inventory
+    for problem in specs.current.resource_problems:  # reported, but no reason to stop
+        note = f"{specs.current.file}: malformed disk monitor ignored: {problem}"
+        if note not in ctx.notes:
+            ctx.notes.append(note)
     log.debug(
         "inventory: %d images, %d containers, current generation %s",
         len(inventory.images),

@@ -287,9 +287,12 @@ def handle(ctx: RunContext) -> str:
             now=ctx.clock(),
             scope=ctx.config.scope,
             retain_previous=ctx.config.retain_previous,
-            min_age_seconds=ctx.config.min_age_seconds,
+            # The min-age grace guards a pull racing the prune; on a critical disk
+            # the agent refuses pulls anyway, and the space is needed now.
+            min_age_seconds=0.0 if ctx.emergency else ctx.config.min_age_seconds,
             pinned=ctx.config.pinned,
         )
     )
     ctx.plan = plan
+    ctx.removal_decisions.update((d.image.id, d) for d in plan.removals)
     return "planned" if plan.removals else "nothing_to_prune"

@@ -2,18 +2,25 @@
 
 Before each item the spec generation is read again: if the agent applied or
 started a new spec since Plan, the plan may be stale, so removal stops and the
-run goes back to Inventory (at most `max_replans` times). An image is removed
-by each of its planned names rather than by ID, so a name the agent added
-after Plan survives (removing one name of several only untags).
+run goes back to Inventory (at most `max_replans` times). A hold opened by
+the host agent (a pull or update) also stops removal and replans; those
+replans are not limited, since each one waits in Inventory for the hold to
+close. On shutdown, removal stops after the current item and Validate still
+runs. An image is removed by each of its planned names rather than by ID, so
+a name the agent added after Plan survives (removing one name of several only
+untags).
 """
 
 from __future__ import annotations
 
 import logging
 
-from controller.context import RunContext, present
-from controller.model import Image, RemovalOutcome
+from opentelemetry import trace
+
+from controller.context import HOLD, STOP, RunContext, present
+from controller.model import Decision, Image, RemovalOutcome
 from controller.podman import ImageInUse, PodmanError, PodmanUnavailable
+from controller.report import Item
 from controller.spec import read_generations
 
 log = logging.getLogger("edgeprune")
@@ -45,20 +52,38 @@ def handle(ctx: RunContext) -> str:
     for decision in plan.removals:
         if decision.image.id in done:
             continue
-        if ctx.should_pause():
-            ctx.notes.append("removal paused by a hold; replanning")
-            return _replan(ctx, "a hold is open")
-        current, desired = read_generations(ctx.config.spec_dir)
-        if (current, desired) != (plan.spec_generation, plan.desired_generation):
-            return _replan(
-                ctx,
-                f"spec generation changed since Plan (current {plan.spec_generation}->{current},"
-                f" desired {plan.desired_generation}->{desired})",
-            )
-        outcome = _remove_one(ctx, decision.image)
+        # The guard keeps the check and the removal together: a hold opened
+        # meanwhile waits for this one item instead of racing it.
+        with ctx.control.removal() as halt:
+            if halt == STOP:
+                return _stop(ctx, plan.removals, done)
+            if halt == HOLD:
+                ctx.hold_replans += 1
+                if ctx.hold_replans == 1:
+                    ctx.notes.append("removal paused by a hold; replanned")
+                log.info("stopping removal and replanning: the host opened a hold")
+                return "replan"
+            current, desired = read_generations(ctx.config.spec_dir)
+            if (current, desired) != (plan.spec_generation, plan.desired_generation):
+                return _replan(
+                    ctx,
+                    "spec generation changed since Plan (current "
+                    f"{plan.spec_generation}->{current}, desired "
+                    f"{plan.desired_generation}->{desired})",
+                )
+            outcome = _remove_one(ctx, decision.image)
         ctx.outcomes.append(outcome)
-        _log_outcome(outcome)
+        done.add(decision.image.id)
+        _log_outcome(outcome, decision)
     return "removed"
+
+
+def _stop(ctx: RunContext, removals: tuple[Decision, ...], done: set[str]) -> str:
+    left = sum(1 for d in removals if d.image.id not in done)
+    ctx.stopped = True
+    ctx.notes.append(f"stopped by shutdown; {left} planned removal(s) left for the next run")
+    log.info("shutdown: removal stopped with %d planned removal(s) left", left)
+    return "removed"  # Validate still checks the rollback images and measures
 
 
 def _replan(ctx: RunContext, why: str) -> str:
@@ -69,24 +94,42 @@ def _replan(ctx: RunContext, why: str) -> str:
     return "replan"
 
 
-def _log_outcome(outcome: RemovalOutcome) -> None:
-    image = outcome.image
-    names = ", ".join(image.names) or "<none>"
+def _log_outcome(outcome: RemovalOutcome, decision: Decision) -> None:
+    """One log line and one `removal` event on the Remove span per item."""
+    item = Item.of(outcome.image, decision.reasons)
+    names = ", ".join(item.names) or "<none>"
+    short_id = outcome.image.short_id
+    fields: dict[str, object] = {
+        "result": outcome.status,
+        "kind": item.kind,
+        "names": list(item.names),
+        "id": item.id,
+        "bytes": item.size_bytes,
+        "reasons": list(item.reasons),  # why the plan let it go
+    }
+    if outcome.detail:
+        fields["detail"] = outcome.detail
+    if outcome.containers:
+        fields["containers"] = list(outcome.containers)
+    trace.get_current_span().add_event("removal", fields)  # type: ignore[arg-type]
+    extra = {"fields": {"event": "item." + outcome.status, **fields}}
     if outcome.status == "removed":
         log.info(
-            "removed image %s (%s), %s bytes",
-            names,
-            image.short_id,
-            image.unique_size if image.unique_size is not None else "unknown",
+            "removed %s %s (%s), %d bytes", item.kind, names, short_id, item.size_bytes, extra=extra
         )
     elif outcome.status == "already-gone":
-        log.info("image %s (%s) was already gone", names, image.short_id)
+        log.info("%s %s (%s) was already gone", item.kind, names, short_id, extra=extra)
     elif outcome.status == "in-use":
+        holders = ", ".join(outcome.containers) or "a container"
         log.warning(
-            "kept image %s (%s): in use by %s",
-            names,
-            image.short_id,
-            ", ".join(outcome.containers) or "a container",
+            "kept %s %s (%s): in use by %s", item.kind, names, short_id, holders, extra=extra
         )
     else:
-        log.warning("failed to remove image %s (%s): %s", names, image.short_id, outcome.detail)
+        log.warning(
+            "failed to remove %s %s (%s): %s",
+            item.kind,
+            names,
+            short_id,
+            outcome.detail,
+            extra=extra,
+        )

@@ -172,6 +172,14 @@ def test_unknown_key_names_file_and_key(main_file: Path) -> None:
         ("pinned", "redis:7.2", "expected a list of reference patterns"),
         ("pinned", "[42]", "expected reference patterns, got number 42"),
         ("pinned", "['Not A Ref']", "bad reference 'Not A Ref'"),
+        ("log-format", "yaml", "expected one of text, json, got string 'yaml'"),
+        ("trace-file", "true", "expected a file path or false, got boolean true"),
+        ("trace-file-max-bytes", "0", "expected a size > 0 such as 5MiB"),
+        ("trace-file-max-bytes", "5 lots", "expected a size > 0 such as 5MiB"),
+        ("trace-file-backups", "-1", "expected a whole number >= 0"),
+        ("otlp-endpoint", "collector:4318", "expected an http(s) URL"),
+        ("console-exporter", "1", "expected true or false"),
+        ("metrics-textfile", "false", "expected a file path, got boolean false"),
     ],
 )
 def test_bad_values_name_file_and_key(main_file: Path, key: str, value: str, problem: str) -> None:
@@ -322,3 +330,122 @@ def test_key_table_targets_real_config_fields() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
     assert {key.field for key in CONFIG_KEYS.values()} <= fields - {"sources"}
     assert all(key == key.lower() and "_" not in key for key in CONFIG_KEYS)
+
+
+def test_observability_keys_are_read(main_file: Path) -> None:
+    write(
+        main_file,
+        """
+log-format: json
+trace-file: /var/log/edgeprune/traces.jsonl
+trace-file-max-bytes: 2MiB
+trace-file-backups: 0
+otlp-endpoint: http://collector.example:4318
+console-exporter: true
+metrics-textfile: /var/lib/node_exporter/textfile_collector/edgeprune.prom
+""",
+    )
+    loaded = load_config(main_file, environ=NO_ENV)
+    assert loaded.log_format == "json"
+    assert loaded.trace_file == Path("/var/log/edgeprune/traces.jsonl")
+    assert loaded.trace_file_max_bytes == 2 * 1024 * 1024
+    assert loaded.trace_file_backups == 0
+    assert loaded.otlp_endpoint == "http://collector.example:4318"
+    assert loaded.console_exporter is True
+    assert loaded.metrics_textfile == Path(
+        "/var/lib/node_exporter/textfile_collector/edgeprune.prom"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "trace_file", "max_bytes"),
+    [
+        ("", Path("traces.jsonl"), 5 * 1024 * 1024),  # the defaults: on, under state-dir
+        ("trace-file: false\n", None, 5 * 1024 * 1024),
+        ("trace-file-max-bytes: 1048576\n", Path("traces.jsonl"), 1048576),
+        ("trace-file-max-bytes: 512KB\n", Path("traces.jsonl"), 512000),
+    ],
+)
+def test_trace_file_defaults_and_sizes(
+    main_file: Path, text: str, trace_file: Path | None, max_bytes: int
+) -> None:
+    write(main_file, text)
+    loaded = load_config(main_file, environ=NO_ENV)
+    assert (loaded.trace_file, loaded.trace_file_max_bytes) == (trace_file, max_bytes)
+
+
+# --- trigger keys (docs/triggers.md) ---------------------------------------------------
+
+
+def test_trigger_keys_are_read(main_file: Path, tmp_path: Path) -> None:
+    from controller.diskmon import AlertRule, Severity
+
+    agent = write(tmp_path / "flightctl" / "config.yaml", "spec-fetch-interval: 60s\n")
+    write(
+        main_file,
+        f"""
+agent-config: {agent}
+disk-alert-rules:
+  - severity: Critical
+    percentage: 85
+    duration: 5m
+    description: nearly full
+  - severity: warning
+    percentage: 70
+    duration: 0s
+disk-sampling-interval: 30s
+disk-paths: [/var, /data]
+watch-poll-interval: 500ms
+""",
+    )
+    loaded = load_config(main_file, environ=NO_ENV)
+    assert loaded.agent_config == agent
+    assert loaded.sources == (str(main_file), str(agent))
+    assert loaded.enabled is True  # the agent's file does not say
+    assert loaded.disk_alert_rules == (
+        AlertRule(Severity.CRITICAL, 85.0, 300.0, "nearly full"),
+        AlertRule(Severity.WARNING, 70.0, 0.0),
+    )
+    assert loaded.disk_sampling_seconds == 30.0
+    assert loaded.disk_paths == (Path("/var"), Path("/data"))
+    assert loaded.watch_poll_seconds == 0.5
+
+
+def test_trigger_keys_default_to_unset(main_file: Path) -> None:
+    write(main_file, "")
+    loaded = load_config(main_file, environ=NO_ENV)
+    assert (loaded.agent_config, loaded.disk_alert_rules, loaded.disk_sampling_seconds) == (
+        None,
+        None,
+        None,
+    )
+    assert (loaded.disk_paths, loaded.watch_poll_seconds) == ((), 10.0)
+
+
+def test_empty_rule_list_is_explicit(main_file: Path) -> None:
+    write(main_file, "disk-alert-rules: []\n")
+    assert load_config(main_file, environ=NO_ENV).disk_alert_rules == ()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "problem"),
+    [
+        ("agent-config", "''", "expected the agent's config file path"),
+        ("disk-alert-rules", "{severity: critical}", "expected a list of rules"),
+        ("disk-alert-rules", "[{severity: fatal, percentage: 9, duration: 1m}]", "severity must"),
+        ("disk-alert-rules", "[{severity: critical, percentage: 900, duration: 1m}]", "0 to 100"),
+        ("disk-sampling-interval", "0s", "must be more than 0s"),
+        ("disk-sampling-interval", "often", "bad duration"),
+        ("disk-paths", "/var", "expected a list of absolute paths"),
+        ("disk-paths", "[var]", "expected absolute paths, got string 'var'"),
+        ("watch-poll-interval", "-1", "bad duration"),
+    ],
+)
+def test_bad_trigger_values_name_file_and_key(
+    main_file: Path, key: str, value: str, problem: str
+) -> None:
+    write(main_file, f"{key}: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(main_file, environ=NO_ENV)
+    assert str(caught.value).startswith(f"{main_file}: key '{key}': ")
+    assert problem in str(caught.value)

@@ -463,3 +463,38 @@ def test_read_generations_rejects_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as caught:
         read_generations(tmp_path)
     assert caught.value.file == str(tmp_path / "desired.json")
+
+
+# --- spec.resources: Disk monitors (docs/triggers.md) ---------------------------------
+
+
+def test_steady_state_fixture_has_a_disk_monitor() -> None:
+    from controller.diskmon import AlertRule, DiskMonitorSpec, Severity
+
+    current = read_spec_dir(FIXTURES / "steady-state").current
+    assert current.disk_monitors == (
+        DiskMonitorSpec(
+            "/var/lib/containers",
+            30.0,
+            (
+                AlertRule(Severity.WARNING, 80.0, 600.0, "disk filling"),
+                AlertRule(Severity.CRITICAL, 90.0, 60.0, "disk nearly full"),
+            ),
+        ),
+    )
+    assert current.resource_problems == ()
+
+
+def test_malformed_resources_are_reported_and_do_not_stop_the_read(tmp_path: Path) -> None:
+    resources = [
+        {"monitorType": "Disk", "path": "/var", "alertRules": [{"severity": "Critical"}]},
+        {"monitorType": "Memory", "samplingInterval": "1m", "alertRules": []},
+    ]
+    app = {"name": "web", "appType": "container", "image": "registry.example.com/web:1"}
+    path = write(tmp_path / "current.json", device([app], resources=resources))
+    spec = read_spec_file(path, required=True)
+    assert [a.images for a in spec.apps] == [("registry.example.com/web:1",)]  # still read
+    assert spec.disk_monitors == ()
+    assert spec.resource_problems == (
+        "spec.resources[0].alertRules[0]: percentage must be a number from 0 to 100, got None",
+    )
