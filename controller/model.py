@@ -97,6 +97,7 @@ class Rule(StrEnum):
     MANIFEST_LIST = "manifest-list"  # rule 7: a kept manifest list references it
     OUT_OF_SCOPE = "out-of-scope"  # rule 8: never referenced by the agent (scope: managed)
     UNREAD_PACKAGE = "unread-package"  # an image package whose content is unknown may name it
+    NEW_NAME = "new-name"  # gained a name between Plan and Remove; only planned names went
     HISTORY_INCOMPLETE = "history-incomplete"  # scope all, before N previous generations are known
     # reasons to remove
     UNREFERENCED = "unreferenced"  # the agent referenced it once, nothing needs it now

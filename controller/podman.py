@@ -390,6 +390,11 @@ def _remove_result(name_or_id: str, report: list[dict[str, Any]]) -> RemoveResul
     deleted = tuple(str(r["Deleted"]) for r in report if "Deleted" in r)
     untagged = tuple(str(r["Untagged"]) for r in report if "Untagged" in r)
     errors = [str(r["Errors"]) for r in report if "Errors" in r]
+    exit_codes = {r.get("ExitCode") for r in report if "ExitCode" in r}
+    if not errors and not (deleted or untagged) and exit_codes == {0}:
+        # Podman 4.3 reports an untagged (intermediate) image's removal as a bare
+        # success; the post-check's listing confirms it is gone.
+        return RemoveResult(status="removed", deleted=(name_or_id,))
     if errors or not (deleted or untagged):
         raise PodmanError(f"remove image {name_or_id}: unexpected report {report!r}")
     return RemoveResult(

@@ -254,9 +254,12 @@ class Pruner:
         if ctx.disk_before is not None and ctx.disk_after is not None:
             report.measured_bytes = ctx.disk_after.free_bytes - ctx.disk_before.free_bytes
         report.rollback_missing = list(ctx.rollback_missing)
-        report.rollback_ok = not ctx.rollback_missing and ctx.failed_state not in (
-            "VerifyRollback",
-            "Validate",
+        # None: the run ended before the pre-check, so the rollback was not checked.
+        checked = VERIFY_ROLLBACK in self._machine.visited
+        report.rollback_ok = (
+            not ctx.rollback_missing and ctx.failed_state not in (VERIFY_ROLLBACK, VALIDATE)
+            if checked
+            else None
         )
         return report
 
@@ -273,10 +276,11 @@ def _annotate(span: trace.Span, report: Report) -> None:
             "edgeprune.artifacts.kept": _count(report.kept, artifacts=True),
             "edgeprune.artifacts.failed": _count(report.failures, artifacts=True),
             "edgeprune.bytes.estimated": report.estimated_bytes,
-            "edgeprune.rollback.ok": report.rollback_ok,
             "edgeprune.rollback.missing": list(report.rollback_missing),
         }
     )
+    if report.rollback_ok is not None:  # absent: the pre-check never ran
+        span.set_attribute("edgeprune.rollback.ok", report.rollback_ok)
     if report.measured_bytes is not None:  # attributes cannot be null
         span.set_attribute("edgeprune.bytes.measured", report.measured_bytes)
     if report.outcome == "failed":
@@ -293,13 +297,7 @@ def _trace_id(span: trace.Span) -> str | None:
 
 
 def _log_summary(report: Report) -> None:
-    for item in report.failures:
-        log.warning(
-            "failed to remove %s (%s): %s",
-            ", ".join(item.names) or "<none>",
-            item.id[:12],
-            item.detail,
-        )
+    # Each failed removal was logged by Remove when it happened; the end line counts them.
     measured = "unknown" if report.measured_bytes is None else f"{report.measured_bytes}"
     message = (
         "prune run finished: outcome=%s removed=%d kept=%d failed=%d "

@@ -11,7 +11,15 @@ from typing import Any
 
 from controller.model import Decision, Image, Reason, RemovalOutcome, Rule
 
-OUTCOMES = ("pruned", "nothing-to-prune", "disabled", "dry-run", "failed")
+OUTCOMES = (
+    "pruned",
+    "nothing-to-prune",
+    "disabled",
+    "dry-run",
+    "failed",
+    "locked",  # another run held the state dir's lock: nothing done
+    "stopped",  # shutdown stopped removal part-way
+)
 
 
 def _iso(epoch: float) -> str:
@@ -74,7 +82,7 @@ class Report:
     failures: list[Item] = field(default_factory=list)
     measured_bytes: int | None = None
     estimated_bytes: int = 0
-    rollback_ok: bool = True
+    rollback_ok: bool | None = None  # None until the VerifyRollback pre-check has run
     rollback_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     trace_id: str | None = None
@@ -131,6 +139,14 @@ def sort_items(
         if outcome.status in ("removed", "already-gone"):
             detail = "already gone" if outcome.status == "already-gone" else ""
             removed.append(Item.of(decision.image, decision.reasons, detail))
+        elif outcome.status == "untagged":
+            kept.append(
+                Item.of(
+                    decision.image,
+                    (Reason(Rule.NEW_NAME, outcome.detail),),
+                    "planned names removed",
+                )
+            )
         elif outcome.status == "in-use":
             holders = ", ".join(outcome.containers) or "a container"
             kept.append(

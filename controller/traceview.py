@@ -158,7 +158,8 @@ def _summary(root: SpanRecord) -> list[str]:
         f"{_size(a.get('edgeprune.bytes.estimated'))} estimated"
     )
     missing = a.get("edgeprune.rollback.missing") or ()
-    rollback = "rollback ok" if a.get("edgeprune.rollback.ok", True) else "rollback NOT ok"
+    ok = a.get("edgeprune.rollback.ok")
+    rollback = {True: "rollback ok", False: "rollback NOT ok"}.get(ok, "rollback not checked")
     if missing:
         rollback += f" (missing: {', '.join(missing)})"
     lines = [f"{counts}; {reclaimed}; {rollback}"]

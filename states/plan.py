@@ -295,4 +295,5 @@ def handle(ctx: RunContext) -> str:
     )
     ctx.plan = plan
     ctx.removal_decisions.update((d.image.id, d) for d in plan.removals)
-    return "planned" if plan.removals else "nothing_to_prune"
+    # After a replan, images this run already removed still need the post-check.
+    return "planned" if plan.removals or ctx.outcomes else "nothing_to_prune"

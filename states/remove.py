@@ -32,7 +32,7 @@ class ReplanLimitReached(RuntimeError):
 
 def _remove_one(ctx: RunContext, image: Image) -> RemovalOutcome:
     targets = image.names or (image.id,)
-    deleted = False
+    deleted = untagged = False
     for target in targets:
         try:
             result = ctx.store.remove_image(target)
@@ -43,7 +43,16 @@ def _remove_one(ctx: RunContext, image: Image) -> RemovalOutcome:
         except PodmanError as error:
             return RemovalOutcome(image, "error", str(error))
         deleted = deleted or result.status == "removed"
-    return RemovalOutcome(image, "removed" if deleted else "already-gone")
+        untagged = untagged or result.status == "untagged"
+    if deleted:
+        return RemovalOutcome(image, "removed")
+    if untagged:  # every planned name is gone, but the image gained another one
+        return RemovalOutcome(
+            image,
+            "untagged",
+            "gained a name after Plan; only the planned names were removed, the image stays",
+        )
+    return RemovalOutcome(image, "already-gone")
 
 
 def handle(ctx: RunContext) -> str:
@@ -119,6 +128,8 @@ def _log_outcome(outcome: RemovalOutcome, decision: Decision) -> None:
         )
     elif outcome.status == "already-gone":
         log.info("%s %s (%s) was already gone", item.kind, names, short_id, extra=extra)
+    elif outcome.status == "untagged":
+        log.info("untagged %s %s (%s): %s", item.kind, names, short_id, outcome.detail, extra=extra)
     elif outcome.status == "in-use":
         holders = ", ".join(outcome.containers) or "a container"
         log.warning(

@@ -325,3 +325,15 @@ def test_failing_retry_hook_does_not_break_the_operation(tmp_path: Path) -> None
 )
 def test_only_transient_errors_are_retryable(error: BaseException, transient: bool) -> None:
     assert is_transient(error) is transient
+
+
+def test_bare_exit_code_zero_counts_as_removed_anything_else_unexpected_is_an_error() -> None:
+    from controller.podman import _remove_result
+
+    # Podman 4.3 answers an intermediate image's removal with only an exit code.
+    assert _remove_result("abc", [{"ExitCode": 0}]).status == "removed"
+    assert _remove_result("abc", []).status == "already-gone"
+    assert _remove_result("a:1", [{"Untagged": "a:1"}, {"ExitCode": 0}]).status == "untagged"
+    for odd in ([{"ExitCode": 1}], [{"Errors": "boom"}, {"ExitCode": 0}], [{"Something": 1}]):
+        with pytest.raises(PodmanError, match="unexpected report"):
+            _remove_result("abc", odd)

@@ -119,3 +119,67 @@ def test_dead_socket_fails_in_inventory_and_next_run_recovers(device: Device, tm
     report = pruner.run_once()
     assert report.outcome == "pruned", report.error
     assert report.states[0] == "Idle"
+
+
+def test_image_that_gains_a_name_after_plan_is_untagged_not_removed(device: Device, mocker) -> None:
+    three_generations(device)
+    real_remove = PodmanStore.remove_image
+
+    def agent_tags_it_meanwhile(self: PodmanStore, name: str):
+        if name == f"{APP}:1":
+            device.sandbox.tag(f"{APP}:1", f"{APP}:pinned-by-hand")
+        return real_remove(self, name)
+
+    mocker.patch.object(PodmanStore, "remove_image", agent_tags_it_meanwhile)
+    report = device.prune()
+    assert report.outcome == "pruned", report.error  # something else may still go
+    names = device.image_names()
+    assert f"{APP}:1" not in names and f"{APP}:pinned-by-hand" in names
+    item = next(i for i in report.kept if f"{APP}:1" in i.names)
+    assert item.detail == "planned names removed"
+    assert item.reasons[0].startswith("new-name: gained a name after Plan")
+    assert all(f"{APP}:1" not in i.names for i in report.removed)
+    assert report.estimated_bytes == sum(i.size_bytes for i in report.removed)
+
+
+def test_rollback_is_not_reported_ok_when_the_precheck_never_ran(device: Device) -> None:
+    three_generations(device)
+    (device.spec_dir / "current.json").write_text("{")
+    report = device.prune()
+    assert report.outcome == "failed" and report.failed_state == "Inventory"
+    assert report.rollback_ok is None
+    assert report.to_dict()["rollback"] == {"ok": None, "missing": []}
+
+
+def test_replan_that_leaves_nothing_to_remove_still_validates_what_was_removed(
+    device: Device, mocker
+) -> None:
+    device.sandbox.make_image(f"{REG}/app/aaa-tool:1", "tool")
+    three_generations(device, agentfiles.container_app("tool", f"{REG}/app/aaa-tool:1"))
+    real_remove = PodmanStore.remove_image
+
+    def remove_then_update(self: PodmanStore, name: str):
+        result = real_remove(self, name)
+        # generation 4 needs every web version still here: nothing else may go
+        agentfiles.apply(
+            device.spec_dir,
+            "4",
+            agentfiles.device_spec(
+                None,
+                [
+                    agentfiles.container_app("web", f"{APP}:3"),
+                    agentfiles.container_app("old", f"{APP}:1"),
+                    agentfiles.container_app("older", f"{APP}:2"),
+                ],
+            ),
+        )
+        return result
+
+    mocker.patch.object(PodmanStore, "remove_image", remove_then_update)
+    report = device.prune()
+    assert report.outcome == "pruned", report.error
+    assert report.states[-3:] == ["Remove", "Validate", "Idle"]
+    assert report.states.count("Inventory") == 2
+    assert [i.names for i in report.removed] == [(f"{REG}/app/aaa-tool:1",)]
+    assert report.measured_bytes is not None
+    assert {f"{APP}:1", f"{APP}:2", f"{APP}:3"} <= device.image_names()
