@@ -35,13 +35,18 @@ from typing import TYPE_CHECKING
 from controller import references
 
 if TYPE_CHECKING:
-    from controller.spec import SpecSet
+    from controller.spec import DeviceSpec, SpecSet
 
 LEDGER_FILE = "ledger.json"
 PREVIOUS_SUFFIX = ".prev"
 TEMP_SUFFIX = ".tmp"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 1 kept no store per version and generation: its refs protect every store.
+READABLE_SCHEMAS = (1, 2)
+ROOT_STORE = "root"  # the store key of apps without runAs (and of the OS image)
+ANY_STORE = "*"  # refs whose store is unknown (schema 1): every store keeps them
 HISTORY_CAP = 16  # minimum entries kept per app / of generations by trim()
+PACKAGE_CAP = 64  # image packages remembered (most recently read first)
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,16 @@ class AppVersion:
     # The subset the app runs containers from (not volumes, packages or charts):
     # the images a rollback of this version must find in the store.
     images: tuple[str, ...] = ()
+    store: str = ROOT_STORE  # the runAs user whose store runs it; ANY_STORE: unknown (schema 1)
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    """What an image package's files named, remembered per package digest."""
+
+    refs: tuple[str, ...]  # references found inside the package
+    names: tuple[str, ...]  # the package references it was known by
+    read_at: float
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,26 @@ class AppliedGeneration:
     refs: tuple[str, ...]  # sorted canonical refs of the whole current spec (apps + OS)
     apps: tuple[str, ...]  # application names in that spec
     applied_at: float  # epoch seconds when edgeprune first saw it applied
+    # store key (runAs user, "root" for no runAs and the OS) -> refs of that store;
+    # empty (schema 1): unknown, so `refs` protect every store
+    stores: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def refs_in(self, store_keys: Iterable[str]) -> tuple[str, ...]:
+        """The refs this generation ran from any of these stores (all, when unknown)."""
+        if not self.stores:
+            return self.refs
+        keys = {*store_keys, ANY_STORE}
+        return tuple(sorted({ref for key in keys for ref in self.stores.get(key, ())}))
+
+
+def _store_refs(spec: DeviceSpec) -> dict[str, tuple[str, ...]]:
+    """A spec's refs by the store that pulls them; the OS image is the root store's."""
+    by_store: dict[str, set[str]] = {}
+    for app in spec.apps:
+        by_store.setdefault(app.run_as or ROOT_STORE, set()).update(app.refs)
+    if spec.os_image:
+        by_store.setdefault(ROOT_STORE, set()).add(spec.os_image)
+    return {key: _canonical_refs(refs) for key, refs in sorted(by_store.items())}
 
 
 def _canonical(raw: str) -> str:
@@ -92,6 +127,7 @@ class Ledger:
     apps: dict[str, list[AppVersion]] = field(default_factory=dict)  # oldest first
     generations: list[AppliedGeneration] = field(default_factory=list)  # oldest first
     first_seen: dict[str, float] = field(default_factory=dict)  # image id -> epoch s
+    packages: dict[str, PackageRecord] = field(default_factory=dict)  # digest -> record
 
     @property
     def current_generation(self) -> AppliedGeneration | None:
@@ -126,15 +162,20 @@ class Ledger:
                 refs=_canonical_refs(current.refs),
                 apps=tuple(app.name for app in current.apps),
                 applied_at=now,
+                stores=_store_refs(current),
             )
         )
         for app in current.apps:
             refs = _canonical_refs(app.refs)
+            store = app.run_as or ROOT_STORE
             history = self.apps.setdefault(app.name, [])
-            if not history or history[-1].refs != refs:
+            if not history or (history[-1].refs, history[-1].store) != (refs, store):
                 history.append(
                     AppVersion(
-                        generation=current.generation, refs=refs, images=_canonical_refs(app.images)
+                        generation=current.generation,
+                        refs=refs,
+                        images=_canonical_refs(app.images),
+                        store=store,
                     )
                 )
         return True
@@ -166,6 +207,25 @@ class Ledger:
         history = self.apps.get(app, [])
         return history[::-1][: max(n_previous, 0) + 1]
 
+    def package_refs(self, digest: str) -> tuple[str, ...] | None:
+        record = self.packages.get(digest)
+        return None if record is None else record.refs
+
+    def package_refs_by_ref(self, ref: str) -> tuple[str, ...] | None:
+        """The refs of the newest package last known by this reference."""
+        canonical = _canonical(ref)
+        known = [r for r in self.packages.values() if canonical in r.names]
+        return max(known, key=lambda r: r.read_at).refs if known else None
+
+    def remember_package(self, ref: str, digest: str, refs: tuple[str, ...], now: float) -> None:
+        canonical = _canonical(ref)
+        old = self.packages.get(digest)
+        names = tuple(sorted({canonical, *(old.names if old else ())}))
+        self.packages[digest] = PackageRecord(tuple(refs), names, old.read_at if old else now)
+        if len(self.packages) > PACKAGE_CAP:
+            newest = sorted(self.packages.items(), key=lambda kv: kv[1].read_at, reverse=True)
+            self.packages = dict(newest[:PACKAGE_CAP])
+
     def trim(self, keep: int) -> None:
         """Bound the histories to ``max(keep, HISTORY_CAP)`` entries each.
 
@@ -191,7 +251,12 @@ def _to_json(ledger: Ledger) -> dict[str, object]:
         "referenced": ledger.referenced,
         "apps": {
             name: [
-                {"generation": v.generation, "refs": list(v.refs), "images": list(v.images)}
+                {
+                    "generation": v.generation,
+                    "refs": list(v.refs),
+                    "images": list(v.images),
+                    "store": v.store,
+                }
                 for v in history
             ]
             for name, history in ledger.apps.items()
@@ -202,10 +267,15 @@ def _to_json(ledger: Ledger) -> dict[str, object]:
                 "refs": list(g.refs),
                 "apps": list(g.apps),
                 "applied_at": g.applied_at,
+                "stores": {key: list(refs) for key, refs in g.stores.items()},
             }
             for g in ledger.generations
         ],
         "first_seen": ledger.first_seen,
+        "packages": {
+            digest: {"refs": list(r.refs), "names": list(r.names), "read_at": r.read_at}
+            for digest, r in ledger.packages.items()
+        },
     }
 
 
@@ -252,9 +322,10 @@ def _expect_times(value: object, where: str) -> dict[str, float]:
 def _from_json(document: object) -> Ledger:
     top = _expect_mapping(document, "the top level")
     schema = top.get("schema")
-    if type(schema) is not int or schema != SCHEMA_VERSION:  # rejects true, 1.0, "1"
+    if type(schema) is not int or schema not in READABLE_SCHEMAS:  # rejects true, 1.0, "1"
+        readable = " and ".join(map(str, READABLE_SCHEMAS))
         raise _Malformed(
-            f"unknown schema version {schema!r} (this edgeprune reads version {SCHEMA_VERSION})"
+            f"unknown schema version {schema!r} (this edgeprune reads versions {readable})"
         )
     missing = [key for key in ("referenced", "apps", "generations", "first_seen") if key not in top]
     if missing:
@@ -271,6 +342,8 @@ def _from_json(document: object) -> Ledger:
                     generation=_expect_str(entry.get("generation"), f"{where}.generation"),
                     refs=_expect_strings(entry.get("refs"), f"{where}.refs"),
                     images=_expect_strings(entry.get("images", []), f"{where}.images"),
+                    # absent (schema 1): the store is unknown, so every store keeps it
+                    store=_expect_str(entry.get("store", ANY_STORE), f"{where}.store"),
                 )
             )
 
@@ -284,10 +357,28 @@ def _from_json(document: object) -> Ledger:
                 refs=_expect_strings(entry.get("refs"), f"{where}.refs"),
                 apps=_expect_strings(entry.get("apps"), f"{where}.apps"),
                 applied_at=_expect_time(entry.get("applied_at"), f"{where}.applied_at"),
+                stores={
+                    key: _expect_strings(refs, f"{where}.stores[{key!r}]")
+                    for key, refs in _expect_mapping(
+                        entry.get("stores", {}), f"{where}.stores"
+                    ).items()
+                },
             )
         )
 
+    packages: dict[str, PackageRecord] = {}
+    # optional: ledgers written before package reading have no "packages"
+    for digest, raw in _expect_mapping(top.get("packages", {}), "packages").items():
+        where = f"packages[{digest!r}]"
+        entry = _expect_mapping(raw, where)
+        packages[digest] = PackageRecord(
+            refs=_expect_strings(entry.get("refs"), f"{where}.refs"),
+            names=_expect_strings(entry.get("names"), f"{where}.names"),
+            read_at=_expect_time(entry.get("read_at"), f"{where}.read_at"),
+        )
+
     return Ledger(
+        packages=packages,
         referenced=_expect_times(top["referenced"], "referenced"),
         apps=apps,
         generations=generations,

@@ -57,10 +57,14 @@ class AppSpec:
     volume_refs: tuple[str, ...] = ()  # image-backed volumes (OCI artifacts or images)
     packages: tuple[str, ...] = ()  # image packages holding compose/quadlet files, unread
     charts: tuple[str, ...] = ()  # helm charts
+    # packages whose files were read (controller/packages.py); their refs are in `images`
+    resolved_packages: tuple[str, ...] = ()
 
     @property
     def refs(self) -> frozenset[str]:
-        return frozenset((*self.images, *self.volume_refs, *self.packages, *self.charts))
+        return frozenset(
+            (*self.images, *self.volume_refs, *self.packages, *self.charts, *self.resolved_packages)
+        )
 
 
 @dataclass(frozen=True)
