@@ -190,6 +190,29 @@ class PodmanStore:
 
         return _remove_result(name_or_id, self._call("remove image", remove, target=name_or_id))
 
+    def remove_manifest_list(self, name_or_id: str) -> RemoveResult:
+        """Remove a manifest list itself.
+
+        Never through remove_image: Podman resolves a list's name to the image it
+        lists for this platform and deletes THAT image, leaving the list behind.
+        """
+
+        def remove() -> list[dict[str, Any]]:
+            response = self._client.api.delete(f"/manifests/{name_or_id}")
+            if response.status_code == 404:
+                return []
+            response.raise_for_status()
+            body = response.json()
+            return [
+                *({"Deleted": d} for d in body.get("Deleted") or ()),
+                *({"Untagged": u} for u in body.get("Untagged") or ()),
+                *([{"Errors": body["Errors"]}] if body.get("Errors") else ()),
+            ]
+
+        return _remove_result(
+            name_or_id, self._call("remove manifest list", remove, target=name_or_id)
+        )
+
     def image_ids(self) -> set[str]:
         """IDs of all local images (one listing), for post-checks."""
         images = self._call("list images", lambda: _attrs(self._client.images.list(all=True)))
@@ -215,6 +238,32 @@ class PodmanStore:
                 return response.status_code, None
 
         return self._call(operation, call, target=target)
+
+    def export_image(self, image_id: str, max_bytes: int) -> bytes:
+        """The image as a docker-archive tar (for reading an image package's files).
+
+        Refuses images larger than `max_bytes`: a package holds a few small files,
+        and a device has little memory to spare.
+        """
+
+        def call() -> bytes:
+            response = self._client.api.get(
+                f"/images/{image_id}/get", params={"format": "docker-archive"}, stream=True
+            )
+            if response.status_code == 404:
+                raise PodmanError(f"export image {image_id}: no such image")
+            response.raise_for_status()
+            data = bytearray()
+            for chunk in response.iter_content(chunk_size=65536):
+                data += chunk
+                if len(data) > max_bytes:
+                    response.close()
+                    raise PodmanError(
+                        f"export image {image_id}: larger than {max_bytes} bytes, not a package"
+                    )
+            return bytes(data)
+
+        return self._call("export image", call, target=image_id)
 
     # -- plumbing -----------------------------------------------------------
 

@@ -32,10 +32,12 @@ class ReplanLimitReached(RuntimeError):
 
 def _remove_one(ctx: RunContext, image: Image) -> RemovalOutcome:
     targets = image.names or (image.id,)
+    # A list's name given to remove_image would delete the image it lists.
+    remove = ctx.store.remove_manifest_list if image.is_manifest_list else ctx.store.remove_image
     deleted = untagged = False
     for target in targets:
         try:
-            result = ctx.store.remove_image(target)
+            result = remove(target)
         except ImageInUse as error:
             return RemovalOutcome(image, "in-use", str(error), error.containers)
         except PodmanUnavailable:
