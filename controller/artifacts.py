@@ -98,10 +98,14 @@ class ArtifactStore:
         source: ArtifactSource = ArtifactSource(),  # frozen: safe as a default
         *,
         run: Runner = subprocess.run,
+        expect_graph_root: str | None = None,
     ) -> None:
+        """`expect_graph_root`: the service's graphRoot; when given, the CLI is used
+        only if it reaches that very store (a plain `podman` may reach another one)."""
         self._store = store
         self._source = source
         self._run = run
+        self._expect_graph_root = expect_graph_root
         self._access: Access | None = None
         self._unsupported = ""
 
@@ -188,12 +192,28 @@ class ArtifactStore:
         except ArtifactError as error:
             return Access.NONE, f"not supported: {why}, and {error}"
         if _version_tuple(version) >= (5, 4):
-            return Access.CLI, ""
+            return self._cli_on_this_store()
         return (
             Access.NONE,
             f"not supported by this Podman ({version}): {why} and no `podman artifact`"
             " command (Podman 5.4+)",
         )
+
+    def _cli_on_this_store(self) -> tuple[Access, str]:
+        # Listing, let alone removing, another store's artifacts would be wrong.
+        if self._expect_graph_root is None:
+            return Access.CLI, ""
+        try:
+            root = self._cli("info", "--format", "{{.Store.GraphRoot}}").stdout.strip()
+        except ArtifactError as error:
+            return Access.NONE, f"not supported: no /libpod/artifacts API, and {error}"
+        if Path(root) != Path(self._expect_graph_root):
+            return (
+                Access.NONE,
+                "not supported by this Podman service: no /libpod/artifacts API (Podman 5.6+),"
+                f" and the podman CLI reaches another store ({root}, not {self._expect_graph_root})",
+            )
+        return Access.CLI, ""
 
     # -- Podman's listing -------------------------------------------------------
 

@@ -55,6 +55,9 @@ class Config:
     spec_dir: Path = Path("/var/lib/flightctl")
     state_dir: Path = Path("/var/lib/edgeprune")
     podman_url: str = ""  # resolved at load: $CONTAINER_HOST, else DEFAULT_PODMAN_URL
+    # per-user stores (docs/configuration.md#stores): (user, API URL) pairs, sorted
+    stores: tuple[tuple[str, str], ...] = ()
+    agent_user: str = "root"  # whose store podman-url is: root, no runAs and this user share it
     scope: str = "managed"  # "managed" | "all"
     retain_previous: int = 1  # previous distinct versions kept per app / applied generations
     min_age_seconds: float = 120.0  # from "min-age"
@@ -73,6 +76,7 @@ class Config:
     disk_sampling_seconds: float | None = None  # None: the spec's Disk monitor's, else 1m
     disk_paths: tuple[Path, ...] = ()  # filesystems watched besides Podman's storage
     watch_poll_seconds: float = 10.0  # `watch` re-reads current.json this often
+    bootc_command: Path | None = None  # None: `bootc` on PATH, if any
     sources: tuple[str, ...] = ()  # the files that were read, in order
 
 
@@ -144,6 +148,32 @@ def _parse_url(value: object) -> str:
     if not isinstance(value, str) or "://" not in value:
         raise ValueError(f"expected a URL such as {DEFAULT_PODMAN_URL}, got {_describe(value)}")
     return value
+
+
+# A POSIX-portable user name (useradd's default NAME_REGEX, plus upper case).
+_USER_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.-]*\$?")
+
+
+def _parse_user(value: object) -> str:
+    if not isinstance(value, str) or not _USER_RE.fullmatch(value) or len(value) > 32:
+        raise ValueError(f"expected a user name such as root or flightctl, got {_describe(value)}")
+    return value
+
+
+def _parse_stores(value: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, Mapping):
+        raise ValueError(
+            "expected a mapping of user name to Podman API URL, e.g. "
+            f"{{alice: unix:///run/user/1000/podman/podman.sock}}, got {_describe(value)}"
+        )
+    stores: dict[str, str] = {}
+    for user, url in value.items():
+        name = _parse_user(user)
+        try:
+            stores[name] = _parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"user {name}: {exc}") from exc
+    return tuple(sorted(stores.items()))
 
 
 def _parse_scope(value: object) -> str:
@@ -271,6 +301,8 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "spec-dir": ConfigKey("spec_dir", _parse_path),
     "state-dir": ConfigKey("state_dir", _parse_path),
     "podman-url": ConfigKey("podman_url", _parse_url),
+    "stores": ConfigKey("stores", _parse_stores),
+    "agent-user": ConfigKey("agent_user", _parse_user),
     "scope": ConfigKey("scope", _parse_scope),
     "retain-previous": ConfigKey("retain_previous", _parse_retain),
     "min-age": ConfigKey("min_age_seconds", _parse_min_age),
@@ -287,7 +319,22 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "otlp-endpoint": ConfigKey("otlp_endpoint", _parse_otlp_endpoint),
     "console-exporter": ConfigKey("console_exporter", _parse_bool),
     "metrics-textfile": ConfigKey("metrics_textfile", _parse_file),
+    "bootc-command": ConfigKey("bootc_command", _parse_path),
 }
+
+
+def _check_stores(values: Mapping[str, object], sources: list[str]) -> None:
+    # The agent's own store is podman-url; a second URL for it would make one
+    # store two, each planned with only part of the keep-set.
+    own = {"root", str(values.get("agent_user", "root"))}
+    stores = values.get("stores")
+    clash = sorted(own & {user for user, _ in stores}) if isinstance(stores, tuple) else []
+    if clash:
+        where = ", ".join(sources) or COMMAND_LINE
+        raise ConfigError(
+            f"{where}: key 'stores': {', '.join(clash)} is the agent's own store:"
+            " set its URL with podman-url"
+        )
 
 
 # --- loading ------------------------------------------------------------------
@@ -376,4 +423,5 @@ def load_config(
     if not values.get("podman_url"):
         env = os.environ if environ is None else environ
         values["podman_url"] = env.get("CONTAINER_HOST") or DEFAULT_PODMAN_URL
+    _check_stores(values, sources)
     return Config(**values, sources=tuple(sources))  # type: ignore[arg-type]

@@ -99,6 +99,7 @@ class Rule(StrEnum):
     UNREAD_PACKAGE = "unread-package"  # an image package whose content is unknown may name it
     NEW_NAME = "new-name"  # gained a name between Plan and Remove; only planned names went
     HISTORY_INCOMPLETE = "history-incomplete"  # scope all, before N previous generations are known
+    NOT_REMOVABLE = "not-removable"  # planned, but Podman cannot remove it (an unnamed artifact)
     # reasons to remove
     UNREFERENCED = "unreferenced"  # the agent referenced it once, nothing needs it now
     DANGLING = "dangling"  # no name, nothing needs it
@@ -122,6 +123,13 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class ArtifactDecision:
+    artifact: Artifact
+    action: Action
+    reasons: tuple[Reason, ...]
+
+
+@dataclass(frozen=True)
 class Plan:
     """The planner's output: one decision per image, removals in safe order."""
 
@@ -134,6 +142,14 @@ class Plan:
     retained_refs: tuple[str, ...] = ()
     # every reference rules 1, 2 and 4 protect: the pre-check's independent guard
     protected_refs: tuple[str, ...] = ()
+    # one per artifact (name) in the store, removals first
+    artifact_decisions: tuple[ArtifactDecision, ...] = ()
+    # image-backed volumes of the current spec: an image or an artifact must hold each
+    required_volumes: tuple[str, ...] = ()
+
+    @property
+    def artifact_removals(self) -> tuple[ArtifactDecision, ...]:
+        return tuple(d for d in self.artifact_decisions if d.action is Action.REMOVE)
 
     @property
     def removals(self) -> tuple[Decision, ...]:
@@ -142,6 +158,10 @@ class Plan:
     @property
     def kept(self) -> tuple[Decision, ...]:
         return tuple(d for d in self.decisions if d.action is Action.KEEP)
+
+    @property
+    def removes_anything(self) -> bool:
+        return bool(self.removals or self.artifact_removals)
 
 
 @dataclass
@@ -152,3 +172,12 @@ class RemovalOutcome:
     status: str  # "removed" | "already-gone" | "in-use" | "error" | "skipped"
     detail: str = ""
     containers: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ArtifactOutcome:
+    """What happened to one artifact removal attempt."""
+
+    artifact: Artifact
+    status: str  # "removed" | "already-gone" | "not-removable" | "error"
+    detail: str = ""

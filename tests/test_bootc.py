@@ -148,3 +148,36 @@ def test_planner_keeps_every_bootc_deployment_image_even_unnamed_by_any_spec(sha
         assert decided[image.id].reasons[0].rule is Rule.OS_IMAGE
     r2_kept = decided[r2.id].action is Action.KEEP
     assert r2_kept == (shape != "booted-rollback.json")
+
+
+def _fake_bootc(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "bootc"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_a_run_keeps_the_image_bootc_booted_from_the_local_store(device, tmp_path) -> None:
+    from controller import agentfiles
+
+    os_id = device.sandbox.make_image("localhost/edge-os:dev", "the OS")
+    leftover = device.sandbox.make_image(None, "leftover")
+    agentfiles.apply(device.spec_dir, "1", agentfiles.device_spec(None, []))
+    bootc = _fake_bootc(tmp_path, f"cat {RECORDED / 'containers-storage.json'}")
+    report = device.prune(scope="all", retain_previous=0, bootc_command=bootc)
+    assert report.outcome == "pruned", report.error
+    assert os_id in device.image_ids() and leftover not in device.image_ids()
+    kept = next(i for i in report.kept if i.id == os_id)
+    assert kept.reasons == ("os-image: booted/staged/rollback OS image: localhost/edge-os:dev",)
+
+
+def test_a_failing_bootc_fails_the_run_and_removes_nothing(device, tmp_path) -> None:
+    from controller import agentfiles
+
+    leftover = device.sandbox.make_image(None, "leftover")
+    agentfiles.apply(device.spec_dir, "1", agentfiles.device_spec(None, []))
+    bootc = _fake_bootc(tmp_path, "echo 'error: not booted via bootc' >&2; exit 1")
+    report = device.prune(scope="all", retain_previous=0, bootc_command=bootc)
+    assert report.outcome == "failed" and report.failed_state == "Inventory"
+    assert "bootc status exited 1" in (report.error or "")
+    assert leftover in device.image_ids()

@@ -214,7 +214,7 @@ def test_kill_during_the_very_first_save_leaves_an_empty_ledger(
         (b"", "corrupt ledger, not JSON"),
         (b"[]", "the top level is not an object"),
         (b'{"referenced": {}}', "unknown schema version None"),
-        (b'{"schema": 2}', "unknown schema version 2"),
+        (b'{"schema": 3}', "unknown schema version 3"),
         (b'{"schema": "1"}', "unknown schema version '1'"),
         (b'{"schema": true}', "unknown schema version True"),
         (b'{"schema": 1, "referenced": {}}', "missing apps, generations, first_seen"),
@@ -326,6 +326,7 @@ def test_history_across_generations() -> None:
         refs=tuple(sorted((f"{REG}/web:1", REDIS, f"{REG}/db-seed:1", OS_1))),
         apps=("web", "db"),
         applied_at=100.0,
+        stores={"root": tuple(sorted((f"{REG}/web:1", REDIS, f"{REG}/db-seed:1", OS_1)))},
     )
     assert ledger.generations[2].refs == tuple(
         sorted(
