@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; exit 1 if the files are stale"
     )
     demo = sub.add_parser("demo", help="three generations on a private sandbox store")
-    demo.add_argument("--keep", action="store_true", help="keep the sandbox dir for inspection")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the spec files and the ledger for inspection (the Podman store is removed)",
+    )
     demo.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )

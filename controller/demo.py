@@ -9,9 +9,9 @@ to the previous generation is proven to work offline.
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from controller import agentfiles
@@ -82,6 +82,10 @@ def _prove_rollback(sandbox: Sandbox, n: int) -> bool:
     return ok
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_demo(*, keep: bool = False) -> int:
     binary = find_podman()
     if binary is None:
@@ -93,6 +97,8 @@ def run_demo(*, keep: bool = False) -> int:
         return 2
     base = Path(tempfile.mkdtemp(prefix="edgeprune-demo-"))
     sandbox = Sandbox(binary)  # its own short temp path: Podman caps runroot at 50 chars
+    # SIGTERM (a timeout, a cancelled job) must still stop the service and clean up.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         sandbox.start()
         spec_dir, state_dir = base / "flightctl", base / "edgeprune"
@@ -104,8 +110,9 @@ def run_demo(*, keep: bool = False) -> int:
             pinned=(PINNED,),
         )
         print(
-            f"sandbox: {base} (Podman {binary.label}: {binary.path}); "
-            f"min-age 0s, retain-previous 1, pinned {PINNED}"
+            f"spec and state files: {base}\nprivate Podman store: {sandbox.root} "
+            f"(Podman {binary.label}: {binary.path})\n"
+            f"config: min-age 0s, retain-previous 1, pinned {PINNED}"
         )
         sandbox.make_image(REDIS, "redis payload")
         sandbox.make_image(PINNED, "vpn payload")
@@ -122,10 +129,10 @@ def run_demo(*, keep: bool = False) -> int:
                 f"Generation {n} applied (web {n}.0, kiosk {n}.0); prune",
                 pruner.run_once(trigger="demo"),
             )
-            time.sleep(0.01)
         agentfiles.apply(spec_dir, "4", _spec(2))  # the operator rolls back to generation 2
         return 0 if _prove_rollback(sandbox, 2) else 1
     finally:
+        signal.signal(signal.SIGTERM, previous)
         sandbox.stop()
         if keep:
             print(f"\nkept {base}")

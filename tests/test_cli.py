@@ -156,3 +156,32 @@ def test_demo_shows_three_generations_and_an_offline_rollback() -> None:
         assert f"=== Generation {n} applied" in result.stdout
     assert "REMOVED   registry.example.com/shop/web:1.0" in result.stdout
     assert "rollback OK" in result.stdout
+
+
+@pytest.mark.podman
+def test_demo_stopped_by_sigterm_cleans_up_its_store_and_service() -> None:
+    import re
+    import signal
+    import time
+
+    if find_podman() is None and not os.environ.get("CI"):
+        pytest.skip("no podman binary found")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "controller.cli", "demo"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert demo.stdout is not None
+    header = [demo.stdout.readline() for _ in range(2)]  # printed once the service is up
+    dirs = re.findall(r"/tmp/edgeprune-[a-z0-9_]+", "".join(header))
+    assert len(dirs) == 2, header
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(timeout=60) == 128 + signal.SIGTERM
+    deadline = time.monotonic() + 10
+    while any(Path(d).exists() for d in dirs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(d).exists() for d in dirs)
+    services = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert not any(d in line for d in dirs for line in services.splitlines())
