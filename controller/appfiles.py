@@ -6,14 +6,21 @@ every reference they pull, in the order found (duplicates kept). Each one is
 validated with controller.references.parse_reference.
 
 - compose: `services.*.image` of each .yml/.yaml file (build-only services have
-  none; other files, such as .env, are ignored); `${VAR:-default}` and
-  `${VAR-default}` resolve to the default, any other variable is an error.
+  none), with variables interpolated as compose does (controller.composevars)
+  from the `.env` file among the files, overridden by the caller's variables
+  (an app's envVars). An unset variable with no default is an error.
 - quadlet: `Image=` in [Container], [Image], [Volume] and [Pod] sections and
   the source of `Mount=type=image` (and `type=artifact`) of every unit file and
-  drop-in. `Image=x.image` names another unit, whose own `Image=` is
-  collected; `Image=x.build` is a local build and skipped. An [Image] loaded
-  from an archive transport is named by its `ImageTag=`. [Kube] `Yaml=` files
-  are read for containers' and initContainers' images.
+  drop-in: `x.container.d/`, the prefix form `x-.container.d/` and the
+  type-wide `container.d/` alike (collecting every one is the safe union).
+  `Image=x.image` names another unit, whose own `Image=` is collected;
+  `Image=x.build` is a local build and skipped. An [Image] loaded from an
+  archive transport is named by its `ImageTag=`. [Kube] `Yaml=` files,
+  relative to the unit's directory as quadlet resolves them, are read for
+  containers' and initContainers' images.
+
+Parsed YAML may share nodes through aliases (a 1 KB "billion laughs" document
+stands for billions of nodes): every walk visits each mapping and list once.
 
 Fail safe: anything unreadable, malformed or unresolvable raises AppFileError,
 whose message names the file and the problem.
@@ -29,15 +36,23 @@ from typing import Any
 
 import yaml
 
+from controller.composevars import (
+    Variable,
+    VariableError,
+    interpolate,
+    literal_variables,
+    parse_dotenv,
+)
 from controller.references import ReferenceError, parse_reference
 
 _COMPOSE_SUFFIXES = (".yml", ".yaml")
 _QUADLET_KINDS = r"(?:container|image|volume|pod|kube|network|build)"
-# a unit file, or a drop-in "<unit>.d/<name>.conf" that may override its Image=
-_QUADLET_UNIT_RE = re.compile(rf"\.{_QUADLET_KINDS}$|\.{_QUADLET_KINDS}\.d/[^/]+\.conf$")
+# a unit file, or a drop-in that may override Image=: "<unit>.d/", "<prefix>-.<kind>.d/"
+# or the type-wide "<kind>.d/" directory, each holding "<name>.conf" files
+_QUADLET_UNIT_RE = re.compile(rf"\.{_QUADLET_KINDS}$|(?:^|[/.]){_QUADLET_KINDS}\.d/[^/]+\.conf$")
+_DOTENV_FILE = ".env"
 _IMAGE_SECTIONS = frozenset({"Container", "Image", "Volume", "Pod"})
 _MOUNT_TYPES = frozenset({"image", "artifact"})
-_DEFAULTED_VARIABLE_RE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-([^${}]*)\}")
 _ARCHIVE_TRANSPORT_RE = re.compile(r"(?:docker-archive|oci-archive|oci|dir):")
 _NAMED_TRANSPORT_RE = re.compile(r"(?:docker://|containers-storage:|docker-daemon:)")
 _KUBE_CONTAINER_KEYS = frozenset({"containers", "initContainers", "ephemeralContainers"})
@@ -47,9 +62,13 @@ class AppFileError(ValueError):
     """An app file we cannot trust; the message names the file and the problem."""
 
 
-def compose_images(files: Mapping[str, bytes]) -> list[str]:
-    """Every image the compose files among `files` pull."""
-    return list(_compose_images(files))
+def compose_images(files: Mapping[str, bytes], env: Mapping[str, str] | None = None) -> list[str]:
+    """Every image the compose files among `files` pull.
+
+    Variables come from the `.env` file among `files`, overridden by `env`
+    (the app's envVars, which the agent writes into that `.env`).
+    """
+    return list(_compose_images(files, _compose_variables(files, env or {})))
 
 
 def quadlet_images(files: Mapping[str, bytes]) -> list[str]:
@@ -85,9 +104,22 @@ def _yaml_documents(files: Mapping[str, bytes], path: str) -> list[Any]:
         return list(yaml.safe_load_all(_text(files, path)))
     except yaml.YAMLError as error:
         raise AppFileError(f"{_label(path)}: invalid YAML: {_one_line(error)}") from error
+    except (RecursionError, MemoryError) as error:  # absurdly deep or large
+        raise AppFileError(f"{_label(path)}: YAML too deep or too large to read") from error
 
 
-def _compose_images(files: Mapping[str, bytes]) -> Iterator[str]:
+def _compose_variables(files: Mapping[str, bytes], env: Mapping[str, str]) -> dict[str, Variable]:
+    dotenv = next((path for path in files if posixpath.normpath(path) == _DOTENV_FILE), None)
+    variables: dict[str, Variable] = {}
+    if dotenv is not None:
+        try:
+            variables = parse_dotenv(_text(files, dotenv))
+        except VariableError as error:
+            raise AppFileError(f"{_label(dotenv)}: {error}") from error
+    return variables | literal_variables(env)
+
+
+def _compose_images(files: Mapping[str, bytes], variables: Mapping[str, Variable]) -> Iterator[str]:
     for path in files:
         if not path.lower().endswith(_COMPOSE_SUFFIXES):
             continue  # .env and other companions hold no image references
@@ -105,27 +137,25 @@ def _compose_images(files: Mapping[str, bytes]) -> Iterator[str]:
         services = document["services"]
         if not isinstance(services, dict):
             raise AppFileError(f"{label}: 'services' is not a mapping")
+        seen: set[int] = set()  # services that are aliases of one mapping are read once
         for service_name, service in services.items():
             context = f"{label}: service '{service_name}'"
             if not isinstance(service, dict):
                 raise AppFileError(f"{context} is not a mapping")
+            if id(service) in seen:
+                continue
+            seen.add(id(service))
             image = service.get("image")
             if image is None:
                 continue  # built locally from `build:`: nothing is pulled
             if not isinstance(image, str):
                 raise AppFileError(f"{context}: 'image' is not a string")
-            yield _checked(_resolve_variables(image, context), context)
-
-
-def _resolve_variables(image: str, context: str) -> str:
-    resolved = _DEFAULTED_VARIABLE_RE.sub(lambda match: match.group(1), image)
-    if "$" in resolved:
-        # the agent's environment is unknown here, so the image it pulls is too
-        raise AppFileError(
-            f"{context}: cannot resolve variable in image {image!r}"
-            " (only ${VAR:-default} and ${VAR-default} are understood)"
-        )
-    return resolved
+            try:
+                resolved = interpolate(image, variables)
+            except VariableError as error:
+                # without the variable, the image the app pulls is unknown
+                raise AppFileError(f"{context}: cannot resolve variable: {error}") from error
+            yield _checked(resolved, context)
 
 
 def _quadlet_images(files: Mapping[str, bytes]) -> Iterator[str]:
@@ -218,25 +248,37 @@ def _unit_image(source: str, unit_names: set[str], has_image_tag: bool, context:
 
 
 def _kube_images(files: Mapping[str, bytes], unit: str, yaml_path: str) -> Iterator[str]:
-    relative = posixpath.normpath(posixpath.join(posixpath.dirname(unit), yaml_path))
-    name = posixpath.basename(yaml_path)
-    candidates = [yaml_path, relative, *(p for p in files if posixpath.basename(p) == name)]
-    found = next((path for path in candidates if path in files), None)
-    if found is None:
-        raise AppFileError(f"{_label(unit)}: Yaml= names '{yaml_path}', which is not inline")
-    for document in _yaml_documents(files, found):
+    # Quadlet resolves a relative Yaml= against the unit file's directory; a drop-in
+    # ("x.kube.d/10.conf") speaks for the unit in the directory above its own.
+    unit_dir = posixpath.dirname(unit)
+    if unit_dir.endswith(".d") and unit.endswith(".conf"):
+        unit_dir = posixpath.dirname(unit_dir)
+    path = posixpath.normpath(posixpath.join(unit_dir, yaml_path))
+    if path not in files:  # never a same-named file elsewhere: it may hold other images
+        raise AppFileError(
+            f"{_label(unit)}: Yaml= names '{yaml_path}', which is not inline"
+            + (f" (looked for '{path}')" if path != yaml_path else "")
+        )
+    for document in _yaml_documents(files, path):
         for image in _pod_images(document):
-            yield _checked(image, _label(found))
+            yield _checked(image, _label(path))
 
 
-def _pod_images(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
+def _pod_images(root: Any) -> Iterator[str]:
+    """Images of every container list in a parsed kube document, each node visited once."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict | list) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, list):
+            stack.extend(reversed(node))
+            continue
         for key, value in node.items():
             if key in _KUBE_CONTAINER_KEYS and isinstance(value, list):
                 for container in value:
                     if isinstance(container, dict) and isinstance(container.get("image"), str):
                         yield container["image"]
-            yield from _pod_images(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _pod_images(item)
+        stack.extend(reversed(node.values()))

@@ -14,13 +14,16 @@ the OS image and, per application, every reference it may pull:
 Fail safe: any unreadable, malformed or unknown input raises SpecError (and
 the caller removes nothing); an AppFileError becomes a SpecError naming the
 file and the app. Only a missing desired.json or rollback.json is normal; it
-reads as an empty DeviceSpec with present=False.
+reads as an empty DeviceSpec with present=False. Special and oversized files
+are refused unread (controller.specfile); current.json must carry a
+generation, or the versions it records could not be told apart; names and
+references must be valid Unicode (the agent's JSON encoder never writes a
+lone surrogate).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +32,7 @@ from typing import Any
 from controller.appfiles import AppFileError, compose_images, quadlet_images
 from controller.diskmon import DiskMonitorSpec, parse_disk_monitors
 from controller.references import ReferenceError, parse_reference
+from controller.specfile import UnreadableFile, read_json
 
 DESIRED_FILE = "desired.json"
 CURRENT_FILE = "current.json"
@@ -45,7 +49,7 @@ class SpecError(Exception):
         self.app = app
         self.problem = problem
         where = f"{file}: app '{app}': " if app is not None else f"{file}: "
-        super().__init__(where + problem)
+        super().__init__(_printable(where + problem))
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,11 @@ def read_spec_dir(spec_dir: Path) -> SpecSet:
 
 def read_generations(spec_dir: Path) -> tuple[str, str]:
     """(current, desired) generations: a cheap re-check that skips the apps."""
-    current = _load_document(spec_dir / CURRENT_FILE, required=True) or {}
+    current_path = spec_dir / CURRENT_FILE
+    current = _load_document(current_path, required=True) or {}
     desired = _load_document(spec_dir / DESIRED_FILE, required=False)
     return (
-        _generation(current, _Where(str(spec_dir / CURRENT_FILE))),
+        _tracked_generation(_generation(current, _Where(str(current_path))), current_path),
         _generation(desired, _Where(str(spec_dir / DESIRED_FILE))) if desired else "",
     )
 
@@ -140,7 +145,7 @@ def read_spec_file(path: Path, *, required: bool) -> DeviceSpec:
     return DeviceSpec(
         file=where.file,
         present=True,
-        generation=generation,
+        generation=_tracked_generation(generation, path),
         os_image=os_image,
         apps=apps,
         disk_monitors=monitors,
@@ -161,9 +166,20 @@ class _Where:
     def get(self, obj: dict[str, Any], key: str, kind: type, label: str = "") -> Any:
         """obj[key] if it has the expected type, None if absent or null."""
         value = obj.get(key)
+        if isinstance(value, str):
+            self.unicode(value, f"{label}'{key}'")
         if value is None or isinstance(value, kind):
             return value
         raise self.error(f"{label}'{key}' is {_kind(value)}, not {_kind(kind())}")
+
+    def unicode(self, value: str, label: str) -> str:
+        """`value` if it is valid Unicode; a lone surrogate ("\\udc80" in JSON) is not."""
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = _printable(repr(value[:80]))  # escaped, so the message prints
+            raise self.error(f"{label} {shown} is not valid Unicode") from None
+        return value
 
 
 _KIND_NAMES = ((bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "a list"))
@@ -181,22 +197,21 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split())
 
 
+def _printable(text: str) -> str:
+    """`text` with lone surrogates escaped, so printing an error cannot fail."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _load_document(path: Path, *, required: bool) -> dict[str, Any] | None:
     where = _Where(str(path))
     try:
-        data = path.read_bytes()
+        document = read_json(path)
     except FileNotFoundError:
         if required:
             raise where.error("file is missing") from None
         return None
-    except OSError as error:
-        raise where.error(f"cannot read file: {error.strerror or error}") from error
-    if not data.strip():
-        raise where.error("file is empty")
-    try:
-        document = json.loads(data)
-    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError
-        raise where.error(f"invalid JSON: {_one_line(error)}") from error
+    except UnreadableFile as error:
+        raise where.error(error.problem) from error
     if not isinstance(document, dict):
         raise where.error(f"top level is {_kind(document)}, not an object")
     return document
@@ -208,14 +223,30 @@ def _generation(document: dict[str, Any], where: _Where) -> str:
     return where.get(annotations, GENERATION_ANNOTATION, str, "metadata.annotations: ") or ""
 
 
+def _tracked_generation(generation: str, path: Path) -> str:
+    """current.json's generation must be there: versions are learned per generation.
+
+    desired.json and rollback.json may have none (the agent clears rollback.json
+    to an empty renderedVersion); the bootstrap shape has "0".
+    """
+    if path.name == CURRENT_FILE and not generation:
+        raise SpecError(
+            str(path), "current.json has no renderedVersion: edgeprune cannot tell versions apart"
+        )
+    return generation
+
+
 def _read_app(raw: object, index: int, file: str) -> AppSpec:
     where = _Where(file)
     if not isinstance(raw, dict):
         raise where.error(f"applications[{index}] is {_kind(raw)}, not an object")
     name = raw.get("name")
+    if name is None or name == "":
+        # the agent names an image-based app after its image
+        name = raw.get("image") if isinstance(raw.get("image"), str) else None
     if not isinstance(name, str) or not name:
-        raise where.error(f"applications[{index}] has no string 'name'")
-    where = _Where(file, name)
+        raise where.error(f"applications[{index}] has no string 'name' (nor 'image')")
+    where = _Where(file, where.unicode(name, f"applications[{index}] 'name'"))
     app_type = raw.get("appType")
     if app_type is None:
         raise where.error("'appType' is missing")
@@ -229,6 +260,7 @@ def _read_app(raw: object, index: int, file: str) -> AppSpec:
     if image is None and inline is None:
         raise where.error(f"{app_type} app has neither 'image' nor 'inline'")
     files = _inline_files(inline, where) if inline is not None else {}
+    env_vars = _env_vars(raw, where)
 
     images: list[str] = []
     packages: list[str] = []
@@ -236,7 +268,7 @@ def _read_app(raw: object, index: int, file: str) -> AppSpec:
     if image is not None:
         target = {"container": images, "vm": images, "helm": charts}.get(app_type, packages)
         target.append(_checked(image, where, "'image'"))
-    images.extend(_app_file_images(app_type, files, where))
+    images.extend(_app_file_images(app_type, files, env_vars, where))
     return AppSpec(
         name=name,
         app_type=app_type,
@@ -260,14 +292,28 @@ def _checked(ref: str, where: _Where, context: str) -> str:
     return ref
 
 
-def _app_file_images(app_type: str, files: dict[str, bytes], where: _Where) -> list[str]:
-    reader = {"compose": compose_images, "quadlet": quadlet_images}.get(app_type)
-    if reader is None:
-        return []  # container, helm and vm apps' inline files name no images
+def _app_file_images(
+    app_type: str, files: dict[str, bytes], env_vars: dict[str, str], where: _Where
+) -> list[str]:
     try:
-        return reader(files)
+        if app_type == "compose":
+            return compose_images(files, env_vars)
+        if app_type == "quadlet":
+            return quadlet_images(files)  # quadlet does not interpolate Image=
     except AppFileError as error:
         raise where.error(str(error)) from error
+    return []  # container, helm and vm apps' inline files name no images
+
+
+def _env_vars(raw: dict[str, Any], where: _Where) -> dict[str, str]:
+    """The app's `envVars`: a string-to-string map (compose substitutes from it)."""
+    env_vars = where.get(raw, "envVars", dict) or {}
+    for key, value in env_vars.items():
+        where.unicode(key, "envVars key")
+        if not isinstance(value, str):
+            raise where.error(f"envVars: '{key}' is {_kind(value)}, not a string")
+        where.unicode(value, f"envVars: '{key}'")
+    return env_vars
 
 
 def _volume_refs(raw: dict[str, Any], where: _Where) -> Iterator[str]:
@@ -277,7 +323,7 @@ def _volume_refs(raw: dict[str, Any], where: _Where) -> Iterator[str]:
             raise where.error(f"{label} is {_kind(volume)}, not an object")
         if not isinstance(volume.get("name"), str):
             raise where.error(f"{label} has no string 'name'")
-        label = f"volume '{volume['name']}'"
+        label = f"volume '{where.unicode(volume['name'], f'{label} name')}'"
         where.get(volume, "mount", dict, f"{label}: ")
         image = where.get(volume, "image", dict, f"{label}: ")
         if image is not None:
@@ -293,7 +339,7 @@ def _inline_files(entries: list[Any], where: _Where) -> dict[str, bytes]:
         path = entry.get("path")
         if not isinstance(path, str) or not path:
             raise where.error(f"inline[{index}] has no string 'path'")
-        label = f"inline file '{path}'"
+        label = f"inline file '{where.unicode(path, f'inline[{index}] path')}'"
         if path in files:
             raise where.error(f"{label}: listed twice")
         content = where.get(entry, "content", str, f"{label}: ") or ""

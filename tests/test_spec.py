@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from controller.spec import (
     read_spec_dir,
     read_spec_file,
 )
+from controller.specfile import MAX_SPEC_BYTES
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "flightctl"  # copied from shared/
 SEED = "registry.example.com/iot/sensor-seed@sha256:" + "3" * 64
@@ -315,7 +318,11 @@ ERROR_CASES = {
     "os-image-list": ({"spec": {"os": {"image": ["x"]}}}, None, "spec.os: 'image' is a list"),
     "os-image-invalid": ({"spec": {"os": {"image": "OS:1"}}}, None, "spec.os.image: invalid"),
     "app-not-object": (device(["shop"]), None, "applications[0] is a string, not an object"),
-    "app-without-name": (device([{"appType": "vm"}]), None, "applications[0] has no string 'name'"),
+    "app-without-name": (
+        device([{"appType": "vm", "inline": []}]),
+        None,
+        "applications[0] has no string 'name' (nor 'image')",
+    ),
     "app-name-number": (device([{"name": 3}]), None, "applications[0] has no string 'name'"),
     "duplicate-names": (
         device([{"name": "a", "appType": "vm", "image": "r.io/v:1"}] * 2),
@@ -454,7 +461,7 @@ def test_unreadable_current_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "current.json").mkdir()
     with pytest.raises(SpecError) as caught:
         read_spec_file(tmp_path / "current.json", required=True)
-    assert caught.value.problem.startswith("cannot read file")
+    assert caught.value.problem == "cannot read file: not a regular file (a directory)"
 
 
 def test_read_generations_rejects_malformed_files(tmp_path: Path) -> None:
@@ -498,3 +505,230 @@ def test_malformed_resources_are_reported_and_do_not_stop_the_read(tmp_path: Pat
     assert spec.resource_problems == (
         "spec.resources[0].alertRules[0]: percentage must be a number from 0 to 100, got None",
     )
+
+
+# --- compose variables: envVars and .env ---------------------------------------------
+
+SHOP_COMPOSE = "services:\n  web:\n    image: reg.io/shop/web:${TAG:-1}\n"
+
+
+def test_compose_env_vars_choose_the_image_the_app_runs(tmp_path: Path) -> None:
+    app = read_app(
+        tmp_path,
+        {
+            "name": "shop",
+            "appType": "compose",
+            "envVars": {"TAG": "2"},
+            "inline": [inline("docker-compose.yaml", SHOP_COMPOSE)],
+        },
+    )
+    assert app.images == ("reg.io/shop/web:2",)
+
+
+def test_compose_inline_dotenv_is_read_and_env_vars_override_it(tmp_path: Path) -> None:
+    compose = SHOP_COMPOSE + "  db:\n    image: reg.io/db:${DB_TAG}\n"
+    files = [
+        inline("docker-compose.yaml", compose),
+        inline(".env", "TAG=3\nDB_TAG=15\n", encode=True),
+    ]
+    app = {"name": "shop", "appType": "compose", "inline": files}
+    assert read_app(tmp_path, app).images == ("reg.io/db:15", "reg.io/shop/web:3")
+    app["envVars"] = {"TAG": "4"}
+    assert read_app(tmp_path, app).images == ("reg.io/db:15", "reg.io/shop/web:4")
+
+
+ENV_VARS_ERRORS = {
+    "value-number": ({"TAG": 2}, "envVars: 'TAG' is a number, not a string"),
+    "value-null": ({"TAG": None}, "envVars: 'TAG' is null, not a string"),
+    "not-a-map": (["TAG=2"], "'envVars' is a list, not an object"),
+    "lone-surrogate": ({"TAG": "\udc80"}, "envVars: 'TAG' '\\udc80' is not valid Unicode"),
+}
+
+
+@pytest.mark.parametrize(("env_vars", "problem"), ENV_VARS_ERRORS.values(), ids=ENV_VARS_ERRORS)
+def test_malformed_env_vars_are_a_spec_error_naming_the_app(
+    tmp_path: Path, env_vars: Any, problem: str
+) -> None:
+    app = {"name": "shop", "appType": "compose", "envVars": env_vars, "inline": []}
+    path = write(tmp_path / "current.json", device([app]))
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert (caught.value.app, caught.value.problem) == ("shop", problem)
+
+
+def test_unset_compose_variable_is_still_a_spec_error(tmp_path: Path) -> None:
+    compose = "services:\n  web:\n    image: reg.io/web:${TAG}\n"
+    app = {"name": "shop", "appType": "compose", "envVars": {"OTHER": "1"}}
+    app["inline"] = [inline("docker-compose.yaml", compose)]
+    path = write(tmp_path / "current.json", device([app]))
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert caught.value.app == "shop"
+    assert caught.value.problem == (
+        "inline file 'docker-compose.yaml': service 'web': cannot resolve variable:"
+        " variable TAG is not set (in .env or envVars) in 'reg.io/web:${TAG}'"
+    )
+
+
+def test_quadlet_type_wide_drop_in_is_kept(tmp_path: Path) -> None:
+    app = quadlet_app(
+        inline("sensor.container", "[Container]\nImage=reg.io/iot/reader:5\n"),
+        inline("container.d/10-hotfix.conf", "[Container]\nImage=reg.io/iot/reader:5.0.1\n"),
+    )
+    assert read_app(tmp_path, app).images == ("reg.io/iot/reader:5", "reg.io/iot/reader:5.0.1")
+
+
+# --- special and oversized files -----------------------------------------------------
+
+
+def read_with_deadline(path: Path, seconds: float = 5.0) -> BaseException | None:
+    """What reading `path` raises, failing (not hanging) the test if it blocks."""
+    outcome: list[BaseException | None] = []
+
+    def target() -> None:
+        try:
+            read_spec_file(path, required=False)
+            outcome.append(None)
+        except BaseException as error:  # handed to the test thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"reading {path} blocked for {seconds} s"
+    return outcome[0]
+
+
+def test_fifo_spec_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "desired.json")
+    error = read_with_deadline(tmp_path / "desired.json")
+    assert isinstance(error, SpecError)
+    assert error.problem == "cannot read file: not a regular file (a FIFO)"
+
+
+def test_symlink_to_dev_zero_is_refused_unread(tmp_path: Path) -> None:
+    (tmp_path / "desired.json").symlink_to("/dev/zero")
+    error = read_with_deadline(tmp_path / "desired.json")
+    assert isinstance(error, SpecError)
+    assert str(error) == (
+        f"{tmp_path / 'desired.json'}: cannot read file: not a regular file (a character device)"
+    )
+
+
+def test_symlink_to_a_regular_spec_is_followed(tmp_path: Path) -> None:
+    target = write(tmp_path / "real.json", device([], generation="9"))
+    (tmp_path / "current.json").symlink_to(target)
+    assert read_generations(tmp_path) == ("9", "")
+
+
+def test_oversized_spec_file_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "current.json"
+    with path.open("wb") as file:  # sparse: no 16 MiB written
+        file.truncate(MAX_SPEC_BYTES + 1)
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert caught.value.problem == (
+        f"file is {MAX_SPEC_BYTES + 1} bytes, more than the {MAX_SPEC_BYTES} a spec may have"
+    )
+
+
+def test_deeply_nested_json_is_a_spec_error_naming_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "current.json", "[" * 200_000 + "]" * 200_000)
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert str(caught.value) == f"{path}: JSON too deep or too large to read (RecursionError)"
+
+
+def test_memory_error_while_parsing_is_a_spec_error_naming_the_file(
+    tmp_path: Path, mocker: Any
+) -> None:
+    path = write(tmp_path / "current.json", device([]))
+    mocker.patch("controller.specfile.json.loads", side_effect=MemoryError())
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert str(caught.value) == f"{path}: JSON too deep or too large to read (MemoryError)"
+
+
+# --- current.json generation ---------------------------------------------------------
+
+NO_GENERATION = {
+    "annotation-missing": {"metadata": {"annotations": {}}, "spec": {}},
+    "metadata-missing": {"spec": {}},
+    "annotation-empty": device([], generation=""),
+}
+
+
+@pytest.mark.parametrize("document", NO_GENERATION.values(), ids=NO_GENERATION)
+def test_current_without_generation_is_a_spec_error(tmp_path: Path, document: Any) -> None:
+    write(tmp_path / "current.json", document)
+    problem = "current.json has no renderedVersion: edgeprune cannot tell versions apart"
+    for reader in (read_spec_dir, read_generations):
+        with pytest.raises(SpecError) as caught:
+            reader(tmp_path)
+        assert (caught.value.file, caught.value.problem) == (
+            str(tmp_path / "current.json"),
+            problem,
+        )
+
+
+def test_desired_and_rollback_may_have_an_empty_generation(tmp_path: Path) -> None:
+    write(tmp_path / "current.json", device([], generation="4"))
+    write(tmp_path / "desired.json", device([], generation=""))
+    write(tmp_path / "rollback.json", {"metadata": {"annotations": {}}, "spec": {}})
+    specs = read_spec_dir(tmp_path)
+    assert (specs.current.generation, specs.desired.generation) == ("4", "")
+    assert (specs.rollback.present, specs.rollback.generation) == (True, "")
+
+
+# --- app names -----------------------------------------------------------------------
+
+
+def test_image_app_without_name_is_named_after_its_image(tmp_path: Path) -> None:
+    kiosk = read_app(tmp_path, {"appType": "container", "image": "reg.io/ui/kiosk:3"})
+    assert (kiosk.name, kiosk.images) == ("reg.io/ui/kiosk:3", ("reg.io/ui/kiosk:3",))
+    package = read_app(tmp_path, {"name": "", "appType": "compose", "image": "reg.io/pkg:1"})
+    assert (package.name, package.packages) == ("reg.io/pkg:1", ("reg.io/pkg:1",))
+
+
+def test_inline_app_without_name_stays_an_error(tmp_path: Path) -> None:
+    app = {"appType": "compose", "inline": [inline("docker-compose.yaml", SHOP_COMPOSE)]}
+    path = write(tmp_path / "current.json", device([app]))
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert caught.value.problem == "applications[0] has no string 'name' (nor 'image')"
+
+
+LONE_SURROGATES = {
+    "app-name": (
+        {"name": "web\udc80", "appType": "container", "image": "reg.io/w:1"},
+        None,
+        "applications[0] 'name' 'web\\udc80' is not valid Unicode",
+    ),
+    "image": (
+        {"name": "web", "appType": "container", "image": "reg.io/w\udc80:1"},
+        "web",
+        "'image' 'reg.io/w\\udc80:1' is not valid Unicode",
+    ),
+    "inline-path": (
+        {"name": "shop", "appType": "compose", "inline": [{"path": "\ud800.yaml", "content": ""}]},
+        "shop",
+        "inline[0] path '\\ud800.yaml' is not valid Unicode",
+    ),
+    "volume-name": (
+        {"name": "k", "appType": "container", "image": "r.io/k:1", "volumes": [{"name": "\udfff"}]},
+        "k",
+        "volumes[0] name '\\udfff' is not valid Unicode",
+    ),
+}
+
+
+@pytest.mark.parametrize(("app", "named", "problem"), LONE_SURROGATES.values(), ids=LONE_SURROGATES)
+def test_lone_surrogates_are_rejected_with_a_printable_message(
+    tmp_path: Path, app: dict[str, Any], named: str | None, problem: str
+) -> None:
+    path = write(tmp_path / "current.json", device([app]))  # json.dumps escapes as \\udc80
+    assert "\\ud" in path.read_text()
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path, required=True)
+    assert (caught.value.app, caught.value.problem) == (named, problem)
+    str(caught.value).encode("utf-8")  # printing the error cannot fail
