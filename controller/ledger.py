@@ -27,8 +27,9 @@ import logging
 import math
 import os
 import shutil
+import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,7 +155,11 @@ class Ledger:
         if not current.present or not current.generation:
             return changed
         if last is not None and last.generation == current.generation:
-            return changed
+            # Same generation, other content (the agent never does this; a
+            # package read this time but not before does): widen the record to
+            # the union, so neither version's images lose protection and the
+            # window of previous generations does not shift.
+            return self._widen_current(current) or changed
 
         self.generations.append(
             AppliedGeneration(
@@ -179,6 +184,33 @@ class Ledger:
                     )
                 )
         return True
+
+    def _widen_current(self, current: DeviceSpec) -> bool:
+        last = self.generations[-1]
+        stores = dict(last.stores)
+        for key, refs in _store_refs(current).items():
+            stores[key] = _canonical_refs((*stores.get(key, ()), *refs))
+        widened = replace(
+            last,
+            refs=_canonical_refs((*last.refs, *current.refs)),
+            apps=tuple(dict.fromkeys((*last.apps, *(app.name for app in current.apps)))),
+            stores=stores if last.stores else last.stores,  # schema-1 records stay "any store"
+        )
+        changed = widened != last
+        self.generations[-1] = widened
+        for app in current.apps:
+            history = self.apps.get(app.name)
+            if not history or history[-1].generation != current.generation:
+                continue
+            version = history[-1]
+            wider = replace(
+                version,
+                refs=_canonical_refs((*version.refs, *app.refs)),
+                images=_canonical_refs((*version.images, *app.images)),
+            )
+            changed = changed or wider != version
+            history[-1] = wider
+        return changed
 
     def record_images(self, image_ids: Iterable[str], now: float) -> None:
         """Stamp IDs not seen before with ``now``; forget IDs no longer in the store.
@@ -398,12 +430,20 @@ def _recovery(path: Path) -> str:
     )
 
 
+MAX_LEDGER_BYTES = 64 * 1024 * 1024  # far above any real ledger; guards a device file
+
+
 def _load_file(path: Path) -> Ledger:
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_LEDGER_BYTES:
+            raise LedgerError(
+                f"{path}: not a regular file of at most {MAX_LEDGER_BYTES} bytes; {_recovery(path)}"
+            )
         document = json.loads(path.read_bytes())
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read the ledger: {exc}; {_recovery(path)}") from exc
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
         raise LedgerError(f"{path}: corrupt ledger, not JSON: {exc}; {_recovery(path)}") from exc
     try:
         return _from_json(document)

@@ -509,3 +509,38 @@ def test_record_images_adds_new_ids_and_forgets_gone_ones() -> None:
 
     ledger.record_images([], 40.0)
     assert ledger.first_seen == {}
+
+
+def test_same_generation_with_new_content_widens_the_record_not_the_window() -> None:
+    ledger = learned(GEN_1, GEN_2)
+    # generation "2" seen again with an extra image (e.g. a package now read)
+    wider = device(
+        "2",
+        app("web", f"{REG}/web:2", f"{REG}/web-sidecar:2"),
+        app("db", f"{REG}/db-seed:1", REDIS),
+    )
+    assert ledger.record_specs(spec_set(wider), 300.0) is True
+    assert [g.generation for g in ledger.generations] == ["1", "2"]  # window unchanged
+    assert f"{REG}/web-sidecar:2" in ledger.generations[-1].refs
+    assert f"{REG}/web:2" in ledger.generations[-1].refs
+    web = ledger.app_versions("web", 1)
+    assert [v.generation for v in web] == ["2", "1"]
+    assert set(web[0].images) == {f"{REG}/web:2", f"{REG}/web-sidecar:2"}
+    # ... and generation 1 is still the previous one
+    assert ledger.previous_generations(1)[0].generation == "1"
+    assert ledger.record_specs(spec_set(wider), 400.0) is False  # nothing new the 2nd time
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_ledger_that_is_not_a_regular_file_is_refused_without_blocking(
+    tmp_path: Path, kind: str
+) -> None:
+    import os
+
+    path = tmp_path / LEDGER_FILE
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    with pytest.raises(LedgerError, match="not a regular file"):
+        load_ledger(tmp_path)
