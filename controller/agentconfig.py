@@ -13,9 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from controller.config import ConfigError
+from controller.config import ConfigError, read_yaml_mapping
 
 AGENT_CONFIG_FILE = Path("/etc/flightctl/config.yaml")
 SECTION = "image-pruning"
@@ -30,16 +28,9 @@ class AgentPruning:
 
 def _document(path: Path) -> Mapping[object, object]:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read the agent's config: {error}") from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML in the agent's config: {error}") from error
-    if document is None:
-        return {}
-    if not isinstance(document, Mapping):
-        raise ConfigError(f"{path}: the agent's config is not a mapping at the top level")
-    return document
+        return read_yaml_mapping(path)
+    except ConfigError as error:
+        raise ConfigError(f"{error} (in the agent's config)") from error
 
 
 def _enabled(document: Mapping[object, object], path: Path) -> bool | None:
@@ -65,7 +56,8 @@ def read_agent_pruning(path: Path) -> AgentPruning:
     drop_ins = path.parent / "conf.d"
     files = [path]
     if drop_ins.is_dir():
-        files += sorted((p for p in drop_ins.glob("*.yaml") if p.is_file()), key=lambda p: p.name)
+        # an unusable *.yaml (a directory, a dangling link) is an error, never skipped
+        files += sorted(drop_ins.glob("*.yaml"), key=lambda p: p.name)
     enabled: bool | None = None
     source: str | None = None
     for file in files:

@@ -62,8 +62,8 @@ def test_agent_config_without_the_knob_says_nothing(tmp_path: Path) -> None:
             "image-pruning:\n  enabled: yes please\n",
             "'image-pruning.enabled' must be true or false",
         ),
-        ("image-pruning: {enabled: [x\n", "invalid YAML in the agent's config"),
-        ("- a list\n", "not a mapping at the top level"),
+        ("image-pruning: {enabled: [x\n", "(?s)invalid YAML.*in the agent's config"),
+        ("- a list\n", "expected a mapping of settings at the top level.*in the agent's config"),
     ],
 )
 def test_malformed_agent_config_is_an_error_naming_the_file(
