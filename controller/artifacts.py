@@ -211,7 +211,8 @@ class ArtifactStore:
             return (
                 Access.NONE,
                 "not supported by this Podman service: no /libpod/artifacts API (Podman 5.6+),"
-                f" and the podman CLI reaches another store ({root}, not {self._expect_graph_root})",
+                f" and the podman CLI reaches another store ({root},"
+                f" not {self._expect_graph_root})",
             )
         return Access.CLI, ""
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +144,18 @@ def _parse_path(value: object) -> Path:
     return Path(value)
 
 
+# edgeprune prunes the store of the device it runs on: a local socket or a
+# plain TCP/HTTP endpoint. ssh:// (a remote machine, and a client that can
+# block forever on connect) and anything else are refused up front.
+_URL_SCHEMES = ("unix://", "tcp://", "http://")
+
+
 def _parse_url(value: object) -> str:
-    # Only the shape is checked here; podman-py reports an unsupported scheme on connect.
-    if not isinstance(value, str) or "://" not in value:
-        raise ValueError(f"expected a URL such as {DEFAULT_PODMAN_URL}, got {_describe(value)}")
+    if not isinstance(value, str) or not value.startswith(_URL_SCHEMES):
+        raise ValueError(
+            f"expected a unix://, tcp:// or http:// URL such as {DEFAULT_PODMAN_URL}, "
+            f"got {_describe(value)}"
+        )
     return value
 
 
@@ -301,12 +310,12 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "spec-dir": ConfigKey("spec_dir", _parse_path),
     "state-dir": ConfigKey("state_dir", _parse_path),
     "podman-url": ConfigKey("podman_url", _parse_url),
-    "stores": ConfigKey("stores", _parse_stores),
-    "agent-user": ConfigKey("agent_user", _parse_user),
     "scope": ConfigKey("scope", _parse_scope),
     "retain-previous": ConfigKey("retain_previous", _parse_retain),
     "min-age": ConfigKey("min_age_seconds", _parse_min_age),
     "pinned": ConfigKey("pinned", _parse_pinned),
+    "stores": ConfigKey("stores", _parse_stores),
+    "agent-user": ConfigKey("agent_user", _parse_user),
     "agent-config": ConfigKey("agent_config", _parse_agent_config),
     "disk-alert-rules": ConfigKey("disk_alert_rules", _parse_alert_rules),
     "disk-sampling-interval": ConfigKey("disk_sampling_seconds", _parse_interval),
@@ -349,12 +358,21 @@ def _apply(settings: Mapping[object, object], source: str, values: dict[str, obj
             raise ConfigError(f"{source}: unknown key {key!r} (known keys: {known})")
         try:
             values[spec.field] = spec.parse(raw)
-        except ValueError as exc:
+        except (ValueError, OverflowError, RecursionError) as exc:
             raise ConfigError(f"{source}: key '{key}': {exc}") from exc
 
 
-def _read_file(path: Path) -> Mapping[object, object]:
+_MAX_CONFIG_BYTES = 1024 * 1024  # a config is a few hundred bytes
+
+
+def read_yaml_mapping(path: Path) -> Mapping[object, object]:
+    """A YAML file's top-level mapping; any unusable file is a ConfigError naming it."""
     try:
+        # stat first: a FIFO or a device must not block or flood the reader
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ConfigError(f"{path}: not a regular file")
+        if os.stat(path).st_size > _MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: larger than {_MAX_CONFIG_BYTES} bytes")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
@@ -362,6 +380,8 @@ def _read_file(path: Path) -> Mapping[object, object]:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
+    except (RecursionError, MemoryError) as exc:
+        raise ConfigError(f"{path}: YAML too deeply nested or too large") from exc
     if document is None:  # empty file or only comments: no keys
         return {}
     if not isinstance(document, dict):
@@ -375,10 +395,10 @@ def _drop_ins(main_file: Path) -> list[Path]:
     directory = main_file.parent / DROP_IN_DIR
     if not directory.is_dir():
         return []
-    return sorted(
-        (path for path in directory.glob(DROP_IN_GLOB) if path.is_file()),
-        key=lambda path: path.name,
-    )
+    # Every *.yaml entry counts: one that is not a readable regular file (a
+    # dangling link, a directory) is an error in read_yaml_mapping, never skipped, or a
+    # pin or "enabled: false" it carries would silently vanish.
+    return sorted(directory.glob(DROP_IN_GLOB), key=lambda path: path.name)
 
 
 def load_config(
@@ -402,10 +422,13 @@ def load_config(
     if path is not None and not path.is_file():
         raise ConfigError(f"{path}: config file not found (or not a regular file)")
 
-    files = ([main_file] if main_file.is_file() else []) + _drop_ins(main_file)
+    # Absent is fine for the default file; present but unusable (a directory, a
+    # dangling link) is an error, not the defaults.
+    present = main_file.exists() or main_file.is_symlink()
+    files = ([main_file] if present else []) + _drop_ins(main_file)
     values: dict[str, object] = {}
     for file in files:
-        _apply(_read_file(file), str(file), values)
+        _apply(read_yaml_mapping(file), str(file), values)
     if overrides:
         given = {key: value for key, value in overrides.items() if value is not None}
         _apply(given, COMMAND_LINE, values)

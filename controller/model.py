@@ -49,6 +49,18 @@ class Artifact:
     def label(self) -> str:
         return self.name or f"<unnamed> {self.digest[:19] or 'digest unknown'}"
 
+    def as_image(self) -> Image:
+        """The artifact as the reference index and the keep rules see it: its name
+        and digest, under an ID no image has (references match both alike)."""
+        return Image(
+            id=f"artifact:{self.name or ''}@{self.digest}",
+            names=(self.name,) if self.name else (),
+            digests=(self.digest,) if self.digest else (),
+            size=self.size,
+            unique_size=self.size,
+            dangling=self.name is None,
+        )
+
 
 @dataclass(frozen=True)
 class Container:

@@ -7,7 +7,9 @@ state; it is never raised into the caller.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +17,9 @@ from collections.abc import Callable
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Status, StatusCode
 
+from controller.artifacts import ArtifactSource
 from controller.config import Config
-from controller.context import FreeRun, RunContext, RunControl
+from controller.context import FreeRun, RunContext, RunControl, StoreRun
 from controller.lock import LockBusy, RunLock
 from controller.machine import (
     FAILED,
@@ -29,7 +32,15 @@ from controller.machine import (
 )
 from controller.metrics import RunMetrics
 from controller.podman import PodmanStore
-from controller.report import Item, Report, image_size, sort_items
+from controller.report import (
+    Item,
+    Report,
+    StoreSummary,
+    image_size,
+    sort_artifact_items,
+    sort_items,
+)
+from controller.stores import StoreTarget
 from states import inventory, plan, remove, validate, verify_rollback
 
 log = logging.getLogger("edgeprune")
@@ -43,14 +54,25 @@ HANDLERS = {
 }
 
 StoreFactory = Callable[[Config], PodmanStore]
+ArtifactSourceFactory = Callable[[StoreTarget], ArtifactSource]
 
 
 def _default_store(config: Config) -> PodmanStore:
     return PodmanStore(config.podman_url)
 
 
+def _default_artifact_source(_target: StoreTarget) -> ArtifactSource:
+    # The plain `podman` CLI; ArtifactStore uses it only when it reaches the
+    # very store the service serves (same graphRoot), else reports "not supported".
+    return ArtifactSource()
+
+
 class Pruner:
-    """Prunes one Podman store against the agent's specs, by `config`.
+    """Prunes the agent's Podman store, and each `runAs` user's, against the agent's specs.
+
+    `store_factory` connects to a store: it is given `config` with
+    `podman_url` set to that store's URL. `artifact_source` says how each
+    store's artifacts are reached besides its REST API (the CLI, Podman 5.4-5.5).
 
     `run_once()` is synchronous and thread-safe (runs never overlap); it
     returns the run's `Report` and keeps it as `last_report`.
@@ -61,6 +83,7 @@ class Pruner:
         config: Config,
         *,
         store_factory: StoreFactory = _default_store,
+        artifact_source: ArtifactSourceFactory = _default_artifact_source,
         clock: Callable[[], float] = time.time,
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
@@ -70,6 +93,7 @@ class Pruner:
         recorded (the CLI and daemon pass `Telemetry.on_report`)."""
         self.config = config
         self._store_factory = store_factory
+        self._artifact_source = artifact_source
         self._clock = clock
         self._tracer = trace.get_tracer("edgeprune", tracer_provider=tracer_provider)
         self._metrics = RunMetrics(meter_provider)
@@ -197,13 +221,17 @@ class Pruner:
                 trigger=trigger,
                 emergency=emergency,
                 control=control,
+                connect=self._connect,
+                artifact_source=self._artifact_source,
             )
             if emergency:
                 ctx.notes.append("emergency run (critical disk alert): min-age not applied")
             try:
                 final = self._machine.run(ctx, span)
             finally:
-                store.close()
+                for run in ctx.stores:
+                    if run.store is not None:
+                        run.store.close()
             if ctx.inventory is not None and ctx.inventory.storage_path:
                 self.storage_path = ctx.inventory.storage_path
             report = self._report(ctx, started, final)
@@ -211,6 +239,9 @@ class Pruner:
             report.trace_id = _trace_id(span)
             _log_summary(report)
         return report
+
+    def _connect(self, target: StoreTarget) -> PodmanStore:
+        return self._store_factory(dataclasses.replace(self.config, podman_url=target.url))
 
     def _report(self, ctx: RunContext, started: float, final: str) -> Report:
         failed = final == FAILED
@@ -220,7 +251,7 @@ class Pruner:
             outcome = "dry-run"
         elif ctx.stopped:
             outcome = "stopped"
-        elif ctx.outcomes:
+        elif any(run.attempted for run in ctx.stores):
             outcome = "pruned"
         else:
             outcome = "nothing-to-prune"
@@ -237,31 +268,93 @@ class Pruner:
         )
         if ctx.specs is not None:
             report.spec_generation = ctx.specs.current.generation
-        if ctx.plan is not None:
-            planned = {d.image.id for d in ctx.plan.decisions}
-            earlier = tuple(  # removed before a replan, so absent from the final plan
-                ctx.removal_decisions[o.image.id]
-                for o in ctx.outcomes
-                if o.image.id not in planned and o.image.id in ctx.removal_decisions
-            )
-            removed, kept, failures = sort_items(earlier + ctx.plan.decisions, ctx.outcomes)
-            report.removed, report.kept, report.failures = removed, kept, failures
-            if ctx.dry_run:
-                report.would_remove = [Item.of(d.image, d.reasons) for d in ctx.plan.removals]
-        report.estimated_bytes = sum(
-            image_size(o.image) for o in ctx.outcomes if o.status == "removed"
-        )
-        if ctx.disk_before is not None and ctx.disk_after is not None:
-            report.measured_bytes = ctx.disk_after.free_bytes - ctx.disk_before.free_bytes
-        report.rollback_missing = list(ctx.rollback_missing)
+        for run in ctx.stores:
+            _report_store(report, run, ctx.dry_run)
+        report.measured_bytes = _measured(ctx.stores)
         # None: the run ended before the pre-check, so the rollback was not checked.
         checked = VERIFY_ROLLBACK in self._machine.visited
         report.rollback_ok = (
-            not ctx.rollback_missing and ctx.failed_state not in (VERIFY_ROLLBACK, VALIDATE)
+            not report.rollback_missing and ctx.failed_state not in (VERIFY_ROLLBACK, VALIDATE)
             if checked
             else None
         )
         return report
+
+
+def _report_store(report: Report, run: StoreRun, dry_run: bool) -> None:
+    """Add one store's items, estimate, missing rollback images and summary."""
+    user, plan = run.user, run.plan
+    removed: list[Item] = []
+    kept: list[Item] = []
+    failed: list[Item] = []
+    if plan is not None:
+        planned = {d.image.id for d in plan.decisions}
+        earlier = tuple(  # removed before a replan, so absent from the final plan
+            run.removal_decisions[o.image.id]
+            for o in run.outcomes
+            if o.image.id not in planned and o.image.id in run.removal_decisions
+        )
+        removed, kept, failed = sort_items(earlier + plan.decisions, run.outcomes, user)
+        planned_artifacts = {(d.artifact.name, d.artifact.digest) for d in plan.artifact_decisions}
+        earlier_artifacts = tuple(
+            run.artifact_removal_decisions[key]
+            for o in run.artifact_outcomes
+            if (key := (o.artifact.name, o.artifact.digest)) not in planned_artifacts
+            and key in run.artifact_removal_decisions
+        )
+        more = sort_artifact_items(
+            earlier_artifacts + plan.artifact_decisions, run.artifact_outcomes, user
+        )
+        removed, kept, failed = removed + more[0], kept + more[1], failed + more[2]
+        if dry_run:
+            report.would_remove += [Item.of(d.image, d.reasons, store=user) for d in plan.removals]
+            report.would_remove += [
+                Item.of_artifact(d.artifact, d.reasons, store=user) for d in plan.artifact_removals
+            ]
+    report.removed += removed
+    report.kept += kept
+    report.failures += failed
+    report.estimated_bytes += sum(
+        image_size(o.image) for o in run.outcomes if o.status == "removed"
+    ) + sum(o.artifact.size for o in run.artifact_outcomes if o.status == "removed")
+    suffix = "" if run.target.agent else f" (store {user})"
+    report.rollback_missing += [ref + suffix for ref in run.rollback_missing]
+    listing, inventory = run.listing, run.inventory
+    report.stores.append(
+        StoreSummary(
+            user=user,
+            url=run.target.url,
+            status="skipped" if run.skipped is not None else "pruned",
+            reason=run.skipped or "",
+            artifacts=(
+                ""
+                if inventory is None
+                else listing.access.value
+                if listing is not None
+                else "unlisted"
+            ),
+            images=len(inventory.images) if inventory is not None else 0,
+            artifact_count=len(listing.artifacts) if listing is not None else 0,
+            removed=len(removed),
+            kept=len(kept),
+            failed=len(failed),
+        )
+    )
+
+
+def _measured(runs: list[StoreRun]) -> int | None:
+    """Free space gained, summed once per filesystem (stores may share one)."""
+    gained: dict[object, int] = {}
+    for run in runs:
+        before, after = run.disk_before, run.disk_after
+        if before is None or after is None:
+            continue
+        try:
+            filesystem: object = os.stat(before.path).st_dev
+        except OSError:
+            filesystem = before.path
+        gained.setdefault(filesystem, after.free_bytes - before.free_bytes)
+    return sum(gained.values()) if gained else None
 
 
 def _annotate(span: trace.Span, report: Report) -> None:
@@ -277,6 +370,8 @@ def _annotate(span: trace.Span, report: Report) -> None:
             "edgeprune.artifacts.failed": _count(report.failures, artifacts=True),
             "edgeprune.bytes.estimated": report.estimated_bytes,
             "edgeprune.rollback.missing": list(report.rollback_missing),
+            "edgeprune.stores": [s.user for s in report.stores if s.status != "skipped"],
+            "edgeprune.stores.skipped": [s.user for s in report.stores if s.status == "skipped"],
         }
     )
     if report.rollback_ok is not None:  # absent: the pre-check never ran

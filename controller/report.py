@@ -9,7 +9,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.model import Decision, Image, Reason, RemovalOutcome, Rule
+from controller.model import (
+    Action,
+    Artifact,
+    ArtifactDecision,
+    ArtifactOutcome,
+    Decision,
+    Image,
+    Reason,
+    RemovalOutcome,
+    Rule,
+)
 
 OUTCOMES = (
     "pruned",
@@ -33,15 +43,18 @@ def image_size(image: Image) -> int:
 
 @dataclass(frozen=True)
 class Item:
-    kind: str
-    id: str
+    kind: str  # "image" | "manifest-list" | "artifact"
+    id: str  # image ID; an artifact's manifest digest ("sha256:...")
     names: tuple[str, ...]
     size_bytes: int
     reasons: tuple[str, ...] = ()
     detail: str = ""
+    store: str = "root"  # the owner of the store that holds it
 
     @classmethod
-    def of(cls, image: Image, reasons: tuple[Reason, ...] = (), detail: str = "") -> Item:
+    def of(
+        cls, image: Image, reasons: tuple[Reason, ...] = (), detail: str = "", store: str = "root"
+    ) -> Item:
         return cls(
             kind="manifest-list" if image.is_manifest_list else "image",
             id=image.id,
@@ -49,11 +62,31 @@ class Item:
             size_bytes=image_size(image),
             reasons=tuple(str(r) for r in reasons),
             detail=detail,
+            store=store,
+        )
+
+    @classmethod
+    def of_artifact(
+        cls,
+        artifact: Artifact,
+        reasons: tuple[Reason, ...] = (),
+        detail: str = "",
+        store: str = "root",
+    ) -> Item:
+        return cls(
+            kind="artifact",
+            id=artifact.digest,
+            names=(artifact.name,) if artifact.name else (),
+            size_bytes=artifact.size,
+            reasons=tuple(str(r) for r in reasons),
+            detail=detail,
+            store=store,
         )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "kind": self.kind,
+            "store": self.store,
             "id": self.id,
             "names": list(self.names),
             "size_bytes": self.size_bytes,
@@ -62,6 +95,37 @@ class Item:
             out["reasons"] = list(self.reasons)
         if self.detail:
             out["detail"] = self.detail
+        return out
+
+
+@dataclass(frozen=True)
+class StoreSummary:
+    """One store's part in the run, for the report's `stores` list."""
+
+    user: str
+    url: str
+    status: str  # "pruned" (inventoried and planned) | "skipped"
+    reason: str = ""  # why it was skipped
+    artifacts: str = ""  # how its artifacts were reached: rest | cli | none | unlisted
+    images: int = 0  # listed at the last Inventory
+    artifact_count: int = 0
+    removed: int = 0
+    kept: int = 0
+    failed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"user": self.user, "url": self.url, "status": self.status}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.artifacts:  # listed: a store skipped before Inventory has no figures
+            out.update(
+                artifact_access=self.artifacts,
+                images=self.images,
+                artifacts=self.artifact_count,
+                removed=self.removed,
+                kept=self.kept,
+                failed=self.failed,
+            )
         return out
 
 
@@ -86,6 +150,7 @@ class Report:
     rollback_missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     trace_id: str | None = None
+    stores: list[StoreSummary] = field(default_factory=list)
 
     @property
     def duration_seconds(self) -> float:
@@ -109,6 +174,7 @@ class Report:
                 "estimated": self.estimated_bytes,
             },
             "rollback": {"ok": self.rollback_ok, "missing": list(self.rollback_missing)},
+            "stores": [store.to_dict() for store in self.stores],
         }
         if self.dry_run:
             out["would_remove"] = [i.to_dict() for i in self.would_remove]
@@ -123,7 +189,7 @@ class Report:
 
 
 def sort_items(
-    decisions: tuple[Decision, ...], outcomes: list[RemovalOutcome]
+    decisions: tuple[Decision, ...], outcomes: list[RemovalOutcome], store: str = "root"
 ) -> tuple[list[Item], list[Item], list[Item]]:
     """Split a plan and its removal outcomes into removed / kept / failed items."""
     by_id = {o.image.id: o for o in outcomes}
@@ -134,17 +200,18 @@ def sort_items(
         outcome = by_id.get(decision.image.id)
         if outcome is None:
             if decision.action.value == "keep":
-                kept.append(Item.of(decision.image, decision.reasons))
+                kept.append(Item.of(decision.image, decision.reasons, store=store))
             continue
         if outcome.status in ("removed", "already-gone"):
             detail = "already gone" if outcome.status == "already-gone" else ""
-            removed.append(Item.of(decision.image, decision.reasons, detail))
+            removed.append(Item.of(decision.image, decision.reasons, detail, store))
         elif outcome.status == "untagged":
             kept.append(
                 Item.of(
                     decision.image,
                     (Reason(Rule.NEW_NAME, outcome.detail),),
                     "planned names removed",
+                    store,
                 )
             )
         elif outcome.status == "in-use":
@@ -154,8 +221,36 @@ def sort_items(
                     decision.image,
                     (Reason(Rule.IN_USE, f"container {holders}"),),
                     "removal refused: in use",
+                    store,
                 )
             )
         else:
-            failed.append(Item.of(decision.image, decision.reasons, outcome.detail))
+            failed.append(Item.of(decision.image, decision.reasons, outcome.detail, store))
+    return removed, kept, failed
+
+
+def sort_artifact_items(
+    decisions: tuple[ArtifactDecision, ...], outcomes: list[ArtifactOutcome], store: str
+) -> tuple[list[Item], list[Item], list[Item]]:
+    """Like `sort_items`, for one store's artifacts."""
+    by_key = {(o.artifact.name, o.artifact.digest): o for o in outcomes}
+    removed: list[Item] = []
+    kept: list[Item] = []
+    failed: list[Item] = []
+    for decision in decisions:
+        outcome = by_key.get((decision.artifact.name, decision.artifact.digest))
+        if outcome is None:
+            if decision.action is Action.KEEP:
+                kept.append(Item.of_artifact(decision.artifact, decision.reasons, store=store))
+            continue
+        if outcome.status in ("removed", "already-gone"):
+            detail = "already gone" if outcome.status == "already-gone" else ""
+            removed.append(Item.of_artifact(decision.artifact, decision.reasons, detail, store))
+        elif outcome.status == "not-removable":
+            reason = Reason(Rule.NOT_REMOVABLE, outcome.detail)
+            kept.append(Item.of_artifact(decision.artifact, (reason,), "not removable", store))
+        else:
+            failed.append(
+                Item.of_artifact(decision.artifact, decision.reasons, outcome.detail, store)
+            )
     return removed, kept, failed

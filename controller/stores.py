@@ -73,7 +73,7 @@ def run_as_users(specs: SpecSet, ledger: Ledger) -> set[str]:
     }
     users.update(v.store for history in ledger.apps.values() for v in history)
     users.update(owner for g in ledger.generations for owner in g.stores)
-    return users - {ANY_STORE}
+    return users - {ANY_STORE, ROOT_STORE}
 
 
 def resolve_stores(

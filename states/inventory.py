@@ -1,16 +1,29 @@
-"""Inventory: read the agent's specs and the ledger, list the store, learn history."""
+"""Inventory: read the agent's specs and the ledger, list the stores, learn history.
+
+The agent's own store is listed first; failing to reach it fails the run
+(it holds the OS images, the packages and the apps without runAs). Every
+other user's store is reached in turn; one that cannot be resolved or
+reached is skipped and reported, and the others still run. Each store's
+artifacts are listed next to its images; a Podman without artifacts is
+reported once per store, and artifacts that cannot be listed are left alone.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 
+from opentelemetry import trace
+
+from controller.artifacts import ArtifactStore
 from controller.bootc import read_bootc_images
-from controller.context import RunContext
+from controller.context import RunContext, StoreRun
 from controller.disk import disk_usage
-from controller.ledger import LedgerError, load_ledger, save_ledger
+from controller.ledger import Ledger, LedgerError, load_ledger, save_ledger
 from controller.packages import MAX_PACKAGE_BYTES, resolve_packages
-from controller.spec import read_spec_dir
+from controller.podman import PodmanError, PodmanUnavailable
+from controller.spec import SpecSet, read_spec_dir
+from controller.stores import StoreTarget, resolve_stores, run_as_users
 
 log = logging.getLogger("edgeprune")
 
@@ -44,9 +57,15 @@ def handle(ctx: RunContext) -> str:
             log.warning("%s", note)
     if ctx.disk_before is None:  # a replan keeps the run's first measurement
         ctx.disk_before = disk_usage(inventory.storage_path)
+    ctx.inventory = inventory
+    _list_artifacts(ctx, ctx.agent_store)  # unreachable here fails the run, like the images
+    _inventoried(ctx.agent_store)
+    _inventory_other_stores(ctx, specs, ledger, now)
 
     ledger.record_specs(specs, now)
-    ledger.record_images((image.id for image in inventory.images), now)
+    # IDs and artifacts of every store reached; a skipped store's are forgotten
+    # (its min-age clock restarts when it is back: the safe direction).
+    ledger.record_images(_seen_keys(ctx), now)
     ledger.trim(ctx.config.retain_previous + 1)
     try:
         save_ledger(ctx.config.state_dir, ledger)
@@ -69,3 +88,90 @@ def handle(ctx: RunContext) -> str:
         specs.current.generation or "?",
     )
     return "inventoried"
+
+
+def _inventory_other_stores(ctx: RunContext, specs: SpecSet, ledger: Ledger, now: float) -> None:
+    targets, unresolved = resolve_stores(ctx.config, run_as_users(specs, ledger))
+    runs = {run.user: run for run in ctx.stores}
+    for skipped in unresolved:
+        if skipped.user not in runs:
+            run = StoreRun(StoreTarget(skipped.user, skipped.url, users=frozenset({skipped.user})))
+            ctx.stores.append(run)
+            _skip(ctx, run, skipped.reason)
+    for target in targets[1:]:
+        run = runs.get(target.user)
+        if run is None:
+            run = StoreRun(target)
+            ctx.stores.append(run)
+        if run.skipped is not None:  # a replan does not return to a store given up on
+            continue
+        try:
+            if run.store is None:
+                run.store = ctx.connect(target)
+                run.store.tracer = ctx.store.tracer
+            run.inventory = run.store.inventory(now)
+            _list_artifacts(ctx, run)
+        except Exception as error:  # any failure of another user's store skips it alone
+            _skip(ctx, run, f"not reached at {target.url}: {error}")
+            continue
+        if run.disk_before is None:
+            run.disk_before = disk_usage(run.inventory.storage_path)
+        _inventoried(run)
+
+
+def _list_artifacts(ctx: RunContext, run: StoreRun) -> None:
+    store, inventory = run.store, run.inventory
+    assert store is not None and inventory is not None
+    if run.artifacts is None:  # how to reach them is found out once per run
+        run.artifacts = ArtifactStore(
+            store, ctx.artifact_source(run.target), expect_graph_root=inventory.storage_path
+        )
+    try:
+        run.listing = run.artifacts.list()
+    except PodmanUnavailable:
+        raise
+    except PodmanError as error:
+        # Unknown artifacts are never removed; the images are still pruned.
+        run.listing = None
+        _note(ctx, run, f"artifacts not listed, none removed: {error}")
+        return
+    for note in run.listing.notes:
+        _note(ctx, run, f"artifacts: {note}")
+
+
+def _skip(ctx: RunContext, run: StoreRun, reason: str) -> None:
+    run.skipped, run.inventory, run.plan = reason, None, None
+    _note(ctx, run, f"skipped: {reason}")
+    log.warning("store of %s skipped: %s", run.user, reason)
+    trace.get_current_span().add_event("store.skipped", {"store": run.user, "reason": reason})
+
+
+def _inventoried(run: StoreRun) -> None:
+    inventory = run.inventory
+    assert inventory is not None
+    listing = run.listing
+    trace.get_current_span().add_event(
+        "store.inventoried",
+        {
+            "store": run.user,
+            "images": len(inventory.images),
+            "containers": len(inventory.containers),
+            "artifacts": len(listing.artifacts) if listing is not None else 0,
+            "artifact_access": listing.access.value if listing is not None else "unlisted",
+        },
+    )
+
+
+def _note(ctx: RunContext, run: StoreRun, text: str) -> None:
+    ctx.note(f"store {run.user}: {text}")
+
+
+def _seen_keys(ctx: RunContext) -> list[str]:
+    keys: list[str] = []
+    for run in ctx.active_stores:
+        assert run.inventory is not None
+        ids = [image.id for image in run.inventory.images]
+        if run.listing is not None:
+            ids += [a.as_image().id for a in run.listing.artifacts]
+        keys += [run.target.seen_key(key) for key in ids]
+    return keys

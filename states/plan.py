@@ -1,8 +1,14 @@
 """Plan: the pure planner. Data in, decisions out; no I/O, no clock.
 
-Every image gets a decision and every reason that applies (not just the first),
-so an operator can see all the rules that protect an image. An image is
+Every image and artifact gets a decision and every reason that applies (not
+just the first), so an operator can see all the rules that protect it. It is
 removable only when no keep rule of design.md section 4 holds.
+
+One plan covers one store: only the apps that run from it (by `runAs`) and
+their retained versions protect anything there; the OS images belong to the
+agent's store. Artifacts go through the same rules as images: each is
+indexed as an image with its name and digest, so a reference keeps it
+whether it names an artifact or an image.
 """
 
 from __future__ import annotations
@@ -11,11 +17,22 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from controller.context import RunContext, present
-from controller.ledger import Ledger
-from controller.model import Action, Decision, Image, Inventory, Plan, Reason, Rule
+from controller.context import RunContext, StoreRun, present
+from controller.ledger import ANY_STORE, ROOT_STORE, Ledger
+from controller.model import (
+    Action,
+    Artifact,
+    ArtifactDecision,
+    Decision,
+    Image,
+    Inventory,
+    Plan,
+    Reason,
+    Rule,
+)
 from controller.references import ImageIndex, ReferenceError, pattern_matches
-from controller.spec import DeviceSpec, SpecSet
+from controller.spec import AppSpec, DeviceSpec, SpecSet
+from controller.stores import StoreTarget
 
 # Podman's own infrastructure images: removing them breaks pods.
 BUILTIN_PINS: tuple[str, ...] = (
@@ -28,6 +45,9 @@ _NEVER_SEEN = "never seen in a spec by edgeprune"
 SCOPE_MANAGED = "managed"
 SCOPE_ALL = "all"
 
+# A plan input without a store: the agent's store, for apps without runAs.
+AGENT_STORE = StoreTarget(ROOT_STORE, "", agent=True)
+
 
 @dataclass(frozen=True)
 class PlanInput:
@@ -39,9 +59,9 @@ class PlanInput:
     retain_previous: int = 1
     min_age_seconds: float = 120.0
     pinned: tuple[str, ...] = ()
-    # The store being planned belongs to this user; apps running as other users
-    # live in other stores and are only protected here, never required here.
-    store_owner: str | None = None
+    # The store being planned: only its apps' references protect anything in it.
+    store: StoreTarget = AGENT_STORE
+    artifacts: tuple[Artifact, ...] = ()
 
 
 class _Keeps:
@@ -68,18 +88,22 @@ def _spec_label(spec: DeviceSpec) -> str:
     return f"{name} (generation {spec.generation or '?'})"
 
 
-def _keep_spec_refs(keeps: _Keeps, spec: DeviceSpec) -> None:
-    """Rules 1 and 4: everything a spec file names, its OS image included."""
+def _keep_spec_refs(keeps: _Keeps, spec: DeviceSpec, store: StoreTarget) -> list[str]:
+    """Rules 1 and 4: everything a spec file names for this store; returns the refs."""
     label = _spec_label(spec)
-    for app in spec.apps:
+    protected: list[str] = []
+    for app in _apps_in(spec, store):
         for ref in sorted(app.refs):
             keeps.add_ref(ref, Rule.REFERENCED, f"{label} app '{app.name}'")
-    if spec.os_image:
+            protected.append(ref)
+    if spec.os_image and store.agent:
         keeps.add_ref(spec.os_image, Rule.OS_IMAGE, f"OS image of {label}")
+        protected.append(spec.os_image)
+    return protected
 
 
-def _in_store(run_as: str | None, owner: str | None) -> bool:
-    return (run_as or None) in (None, "root", owner)
+def _apps_in(spec: DeviceSpec, store: StoreTarget) -> list[AppSpec]:
+    return [app for app in spec.apps if (app.run_as or ROOT_STORE) in store.users]
 
 
 def _keep_retained(keeps: _Keeps, inp: PlanInput) -> tuple[list[str], list[str]]:
@@ -90,20 +114,25 @@ def _keep_retained(keeps: _Keeps, inp: PlanInput) -> tuple[list[str], list[str]]
     protected: list[str] = []
     runnable: list[str] = []
     n = inp.retain_previous
+    users = inp.store.users
     for app in inp.specs.current.apps:
         versions = inp.ledger.app_versions(app.name, n)
         for version in versions[1:]:  # [0] is the current version, kept by rule 1
+            # A version's store is where it ran (unknown: every store keeps it).
+            if version.store not in users and version.store != ANY_STORE:
+                continue
             detail = f"app '{app.name}' previous version (generation {version.generation})"
             for ref in version.refs:
                 keeps.add_ref(ref, Rule.RETENTION, detail)
             protected.extend(version.refs)
-            if _in_store(app.run_as, inp.store_owner):
+            if version.store in users:
                 runnable.extend(version.images)
     for generation in inp.ledger.previous_generations(n):
         detail = f"previously applied spec (generation {generation.generation})"
-        for ref in generation.refs:
+        refs = generation.refs_in(users)
+        for ref in refs:
             keeps.add_ref(ref, Rule.RETENTION, detail)
-        protected.extend(generation.refs)
+        protected.extend(refs)
     return protected, runnable
 
 
@@ -134,7 +163,7 @@ def _keep_pinned(keeps: _Keeps, images: Iterable[Image], pins: tuple[str, ...]) 
 def _keep_young(keeps: _Keeps, images: Iterable[Image], inp: PlanInput) -> None:
     """Rule 6: an image first seen less than min-age ago may be about to be used."""
     for image in images:
-        first_seen = inp.ledger.first_seen.get(image.id, inp.now)
+        first_seen = inp.ledger.first_seen.get(inp.store.seen_key(image.id), inp.now)
         age = inp.now - first_seen
         if age < inp.min_age_seconds:
             keeps.add(
@@ -232,24 +261,30 @@ def _removal_order(decision: Decision) -> tuple[int, str]:
     return rank, image.names[0] if image.names else image.id
 
 
-def required_refs(spec: DeviceSpec, store_owner: str | None = None) -> tuple[str, ...]:
+def required_refs(spec: DeviceSpec, store: StoreTarget = AGENT_STORE) -> tuple[str, ...]:
     """Images the current spec runs from in this store: they must be present."""
-    refs: set[str] = set()
-    for app in spec.apps:
-        if _in_store(app.run_as, store_owner):  # other users' apps live in their own stores
-            refs.update(app.images)
-    return tuple(sorted(refs))
+    return tuple(sorted({ref for app in _apps_in(spec, store) for ref in app.images}))
+
+
+def required_volumes(spec: DeviceSpec, store: StoreTarget = AGENT_STORE) -> tuple[str, ...]:
+    """Image-backed volumes of the current spec's apps in this store."""
+    return tuple(sorted({ref for app in _apps_in(spec, store) for ref in app.volume_refs}))
 
 
 def make_plan(inp: PlanInput) -> Plan:
-    images = inp.inventory.images
+    by_pseudo = {a.as_image().id: a for a in inp.artifacts}
+    images = (*inp.inventory.images, *(a.as_image() for a in inp.artifacts))
     index = ImageIndex(images)
     keeps = _Keeps(index)
+    protected: list[str] = []
     for spec in (inp.specs.current, inp.specs.desired, inp.specs.rollback):
-        _keep_spec_refs(keeps, spec)
-    protected, runnable = _keep_retained(keeps, inp)
+        protected += _keep_spec_refs(keeps, spec, inp.store)
+    retained, runnable = _keep_retained(keeps, inp)
+    protected += retained
     _keep_in_use(keeps, inp)
-    _keep_os_images(keeps, inp)
+    if inp.store.agent:  # the OS images live in the agent's (root) store only
+        _keep_os_images(keeps, inp)
+        protected += inp.inventory.os_images
     _keep_pinned(keeps, images, inp.pinned)
     _keep_young(keeps, images, inp)
     managed = _managed_ids(index, inp.ledger.referenced)
@@ -257,31 +292,54 @@ def make_plan(inp: PlanInput) -> Plan:
     _keep_manifest_instances(keeps, images)
 
     decisions = []
+    artifact_decisions = []
     for image in images:
         reasons = keeps.reasons.get(image.id)
-        if reasons:
-            decisions.append(Decision(image, Action.KEEP, tuple(reasons)))
+        action, why = (
+            (Action.KEEP, tuple(reasons))
+            if reasons
+            else (Action.REMOVE, (_removal_reason(image, managed),))
+        )
+        if image.id in by_pseudo:
+            artifact_decisions.append(ArtifactDecision(by_pseudo[image.id], action, why))
         else:
-            decisions.append(Decision(image, Action.REMOVE, (_removal_reason(image, managed),)))
+            decisions.append(Decision(image, action, why))
     kept = [d for d in decisions if d.action is Action.KEEP]
     removals = sorted((d for d in decisions if d.action is Action.REMOVE), key=_removal_order)
     return Plan(
         decisions=tuple(removals + kept),
         spec_generation=inp.specs.current.generation,
         desired_generation=inp.specs.desired.generation,
-        required_refs=required_refs(inp.specs.current, inp.store_owner),
+        required_refs=required_refs(inp.specs.current, inp.store),
         retained_refs=tuple(sorted(set(runnable))),
-        protected_refs=tuple(
-            sorted(set(protected) | inp.specs.refs | set(inp.inventory.os_images))
+        protected_refs=tuple(sorted(set(protected))),
+        artifact_decisions=tuple(
+            sorted(artifact_decisions, key=lambda d: d.action is Action.KEEP)  # removals first
         ),
+        required_volumes=required_volumes(inp.specs.current, inp.store),
     )
 
 
 def handle(ctx: RunContext) -> str:
-    """The Plan state: run the pure planner over what Inventory gathered."""
-    plan = make_plan(
+    """The Plan state: run the pure planner over each store Inventory gathered."""
+    present(ctx.inventory, "inventory")
+    busy = False
+    for run in ctx.active_stores:
+        plan = _plan_store(ctx, run)
+        run.plan = plan
+        run.removal_decisions.update((d.image.id, d) for d in plan.removals)
+        run.artifact_removal_decisions.update(
+            ((d.artifact.name, d.artifact.digest), d) for d in plan.artifact_removals
+        )
+        # After a replan, what this run already removed still needs the post-check.
+        busy = busy or plan.removes_anything or run.attempted
+    return "planned" if busy else "nothing_to_prune"
+
+
+def _plan_store(ctx: RunContext, run: StoreRun) -> Plan:
+    return make_plan(
         PlanInput(
-            inventory=present(ctx.inventory, "inventory"),
+            inventory=present(run.inventory, "inventory"),
             specs=present(ctx.specs, "specs"),
             ledger=present(ctx.ledger, "ledger"),
             now=ctx.clock(),
@@ -291,9 +349,7 @@ def handle(ctx: RunContext) -> str:
             # the agent refuses pulls anyway, and the space is needed now.
             min_age_seconds=0.0 if ctx.emergency else ctx.config.min_age_seconds,
             pinned=ctx.config.pinned,
+            store=run.target,
+            artifacts=run.listing.artifacts if run.listing is not None else (),
         )
     )
-    ctx.plan = plan
-    ctx.removal_decisions.update((d.image.id, d) for d in plan.removals)
-    # After a replan, images this run already removed still need the post-check.
-    return "planned" if plan.removals or ctx.outcomes else "nothing_to_prune"

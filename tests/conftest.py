@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 
 from controller import agentfiles
+from controller.artifacts import ArtifactSource
 from controller.config import Config
 from controller.podman import PodmanStore, RetryPolicy
 from controller.pruner import Pruner
 from controller.report import Report
 from controller.sandbox import PodmanBinary, Sandbox, available_binaries
+from controller.stores import StoreTarget
 
 _BINARIES = pytest.StashKey[list[PodmanBinary]]()
-_SANDBOX_FIXTURES = {"podman_sandbox", "sandbox", "podman_store", "device"}
+_SANDBOX_FIXTURES = {"podman_sandbox", "sandbox", "podman_store", "device", "other_sandbox"}
 
 
 def _in_ci() -> bool:
@@ -79,6 +81,20 @@ def sandbox(podman_sandbox: Sandbox) -> Sandbox:
     return podman_sandbox
 
 
+@pytest.fixture(scope="session")
+def second_podman_sandbox(podman_sandbox: Sandbox) -> Iterator[Sandbox]:
+    """Another started store of the same binary: a second user's store."""
+    with Sandbox(podman_sandbox.binary) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def other_sandbox(second_podman_sandbox: Sandbox) -> Sandbox:
+    """The second store, emptied for each test."""
+    second_podman_sandbox.reset()
+    return second_podman_sandbox
+
+
 @pytest.fixture
 def podman_store(sandbox: Sandbox) -> Iterator[PodmanStore]:
     """An adapter on the clean sandbox; retries never sleep."""
@@ -88,13 +104,27 @@ def podman_store(sandbox: Sandbox) -> Iterator[PodmanStore]:
 
 
 class Device:
-    """A simulated device: the agent's spec dir, edgeprune's state dir, one store."""
+    """A simulated device: the agent's spec dir, edgeprune's state dir, its stores.
+
+    `sandbox` is the agent's store; `add_store(user, sandbox)` gives a `runAs`
+    user a store of its own. Each store's artifacts are reached through its
+    own sandbox's CLI (Podman 5.4-5.5 has no artifacts API).
+    """
 
     def __init__(self, sandbox: Sandbox, root: Path) -> None:
         self.sandbox = sandbox
         self.spec_dir = root / "flightctl"
         self.state_dir = root / "edgeprune"
+        self.user_stores: dict[str, str] = {}  # user -> API URL
+        self._sandboxes = {sandbox.url: sandbox}
         agentfiles.bootstrap(self.spec_dir)
+
+    def add_store(self, user: str, store: Sandbox | str) -> None:
+        """Route `user`'s store to a sandbox, or to a bare URL (e.g. one nobody serves)."""
+        url = store if isinstance(store, str) else store.url
+        if isinstance(store, Sandbox):
+            self._sandboxes[url] = store
+        self.user_stores[user] = url
 
     def config(self, **overrides: object) -> Config:
         values: dict[str, object] = {
@@ -102,12 +132,24 @@ class Device:
             "state_dir": self.state_dir,
             "podman_url": self.sandbox.url,
             "min_age_seconds": 0.0,
+            "stores": tuple(sorted(self.user_stores.items())),
         }
         values.update(overrides)
         return Config(**values)  # type: ignore[arg-type]
 
+    def artifact_source(self, target: StoreTarget) -> ArtifactSource:
+        sandbox = self._sandboxes.get(target.url)
+        if sandbox is None:
+            return ArtifactSource(cli=None)
+        argv, env = sandbox.cli()
+        return ArtifactSource(cli=argv, env=env)
+
     def pruner(self, **overrides: object) -> Pruner:
-        return Pruner(self.config(**overrides), store_factory=_no_sleep_store)
+        return Pruner(
+            self.config(**overrides),
+            store_factory=_no_sleep_store,
+            artifact_source=self.artifact_source,
+        )
 
     def prune(self, **overrides: object) -> Report:
         return self.pruner(**overrides).run_once(trigger="test")

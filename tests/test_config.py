@@ -159,7 +159,9 @@ def test_unknown_key_names_file_and_key(main_file: Path) -> None:
         ("enabled", "1", "expected true or false, got number 1"),
         ("spec-dir", "''", "expected a directory path"),
         ("state-dir", "[a, b]", "expected a directory path, got a list"),
-        ("podman-url", "/run/podman/podman.sock", "expected a URL"),
+        ("podman-url", "/run/podman/podman.sock", "expected a unix://, tcp:// or http:// URL"),
+        ("podman-url", "ssh://core@edge/run/podman.sock", "expected a unix://, tcp:// or http://"),
+        ("podman-url", "ftp://example.com/x", "expected a unix://, tcp:// or http://"),
         ("scope", "everything", "expected one of managed, all, got string 'everything'"),
         ("scope", "", "expected one of managed, all, got nothing"),
         ("retain-previous", "-1", "expected a whole number >= 0, got number -1"),
@@ -235,7 +237,6 @@ def test_drop_ins_apply_in_lexical_order_and_lists_replace(main_file: Path, conf
     first = write(conf_d / "10-earlier.yaml", "min-age: 5m\nscope: all\n")
     write(conf_d / "30-ignored.yaml.bak", "scope: nonsense\n")
     write(conf_d / "README", "not yaml at all: [\n")
-    (conf_d / "40-dir.yaml").mkdir()
 
     loaded = load_config(main_file, environ=NO_ENV)
     assert loaded.min_age_seconds == 0.0
@@ -449,3 +450,41 @@ def test_bad_trigger_values_name_file_and_key(
         load_config(main_file, environ=NO_ENV)
     assert str(caught.value).startswith(f"{main_file}: key '{key}': ")
     assert problem in str(caught.value)
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling-link", "fifo"])
+def test_an_unusable_drop_in_is_an_error_not_silently_skipped(
+    main_file: Path, conf_d: Path, kind: str
+) -> None:
+    import os
+
+    write(main_file, "scope: all\n")
+    write(conf_d / "10-pins.yaml", "pinned: [a.example.com/keep:1]\n")
+    broken = conf_d / "20-broken.yaml"
+    if kind == "directory":
+        broken.mkdir()
+    elif kind == "dangling-link":
+        broken.symlink_to(conf_d / "gone.yaml")
+    else:
+        os.mkfifo(broken)  # must not block the loader
+    with pytest.raises(ConfigError, match=r"20-broken\.yaml"):
+        load_config(main_file, environ=NO_ENV)
+
+
+def test_default_config_that_is_a_directory_is_an_error_not_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bogus = tmp_path / "config.yaml"
+    bogus.mkdir()
+    monkeypatch.setattr(config, "DEFAULT_CONFIG_FILE", bogus)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(None, environ=NO_ENV)
+
+
+def test_absurd_values_are_config_errors_not_crashes(main_file: Path) -> None:
+    write(main_file, "min-age: " + "9" * 400 + "h\n")
+    with pytest.raises(ConfigError, match="min-age"):
+        load_config(main_file, environ=NO_ENV)
+    write(main_file, "pinned: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=str(main_file)):
+        load_config(main_file, environ=NO_ENV)

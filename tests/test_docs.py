@@ -10,7 +10,7 @@ import pytest
 
 from controller.config import CONFIG_KEYS
 from controller.model import Image, Reason, Rule
-from controller.report import OUTCOMES, Item, Report
+from controller.report import OUTCOMES, Item, Report, StoreSummary
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -48,6 +48,7 @@ def full_report() -> Report:
         rollback_missing=["registry.example.com/app/web:0"],
         notes=["a note"],
         trace_id="0" * 31 + "1",
+        stores=[StoreSummary("alice", "unix:///run/user/1000/podman/podman.sock", "skipped", "x")],
     )
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import replace
 
 import pytest
 
-from controller.ledger import Ledger
-from controller.model import Action, Container, Image, Inventory, Rule
+from controller.ledger import ANY_STORE, Ledger
+from controller.model import Action, Artifact, Container, Image, Inventory, Plan, Rule
 from controller.spec import AppSpec, DeviceSpec, SpecSet
+from controller.stores import StoreTarget
 from states.plan import PlanInput, make_plan
 
 REG = "registry.example.com"
@@ -340,7 +342,129 @@ def test_required_refs_cover_this_stores_apps_only() -> None:
     )
     plan = plan_for([], steady(current), learn(current))
     assert plan.required_refs == (f"{REG}/a:1",)
-    assert f"{REG}/b:1" in plan.protected_refs and f"{REG}/os:1" in plan.protected_refs
+    # b runs from flightctl's own store: nothing of it is protected in the agent's
+    assert plan.protected_refs == (f"{REG}/a:1", f"{REG}/os:1")
+    theirs = plan_for([], steady(current), learn(current), store=FLIGHTCTL)
+    assert theirs.required_refs == (f"{REG}/b:1",)
+    assert theirs.protected_refs == (f"{REG}/b:1",)  # the OS belongs to the agent's store
+
+
+FLIGHTCTL = StoreTarget(
+    "flightctl", "unix:///run/user/990/podman/podman.sock", users=frozenset({"flightctl"})
+)
+
+
+def test_a_reference_kept_in_one_store_does_not_protect_it_in_another() -> None:
+    shared = image("shared", f"{REG}/shared:1")
+    gen1 = device("1", app("a", f"{REG}/shared:1"), app("b", f"{REG}/shared:1", run_as="flightctl"))
+    gen2 = device("2", app("a", f"{REG}/shared:1"))
+    ledger = learn(gen1, gen2, images=[shared])
+    ledger.first_seen[FLIGHTCTL.seen_key(shared.id)] = OLD  # min-age is per store
+
+    root = decisions(plan_for([shared], steady(gen2), ledger, retain_previous=0))
+    theirs = decisions(plan_for([shared], steady(gen2), ledger, retain_previous=0, store=FLIGHTCTL))
+
+    assert root[f"{REG}/shared:1"] == (Action.KEEP, {Rule.REFERENCED})
+    assert theirs[f"{REG}/shared:1"] == (Action.REMOVE, {Rule.UNREFERENCED})
+    # with retention, generation 1 (which ran b in flightctl's store) keeps it there
+    kept = decisions(plan_for([shared], steady(gen2), ledger, store=FLIGHTCTL))
+    assert kept[f"{REG}/shared:1"] == (Action.KEEP, {Rule.RETENTION})
+
+
+def test_a_schema_1_history_protects_every_store() -> None:
+    shared = image("shared", f"{REG}/old:1")
+    ledger = learn(
+        device("1", app("b", f"{REG}/old:1", run_as="flightctl")), device("2"), images=[shared]
+    )
+    assert decisions(plan_for([shared], steady(device("2")), ledger))[f"{REG}/old:1"] == (
+        Action.REMOVE,
+        {Rule.UNREFERENCED},
+    )  # schema 2 knows generation 1 ran it in flightctl's store, not here
+    # what a schema-1 ledger loads as: no store per version or generation
+    ledger.generations = [replace(g, stores={}) for g in ledger.generations]
+    ledger.apps = {n: [replace(v, store=ANY_STORE) for v in h] for n, h in ledger.apps.items()}
+
+    got = decisions(plan_for([shared], steady(device("2")), ledger))
+
+    assert got[f"{REG}/old:1"] == (Action.KEEP, {Rule.RETENTION})
+
+
+def artifact(name: str | None, seed: str, size: int = 7) -> Artifact:
+    return Artifact(name, digest(seed), size)
+
+
+def artifact_decisions(plan: Plan) -> dict[str, tuple[Action, set[Rule]]]:
+    return {
+        d.artifact.label: (d.action, {r.rule for r in d.reasons}) for d in plan.artifact_decisions
+    }
+
+
+def test_artifacts_follow_the_keep_rules_of_images() -> None:
+    models = [artifact(f"{REG}/models:{n}", f"m{n}") for n in (1, 2, 3)]
+    stray = artifact(f"{REG}/tool:1", "tool")
+    unnamed = artifact(None, "old")
+    pinned = artifact(f"{REG}/pins/keep:1", "pin")
+    young = artifact(f"{REG}/young:1", "young")
+    gens = [
+        device(str(n), app("web", f"{REG}/web:1", volume_refs=(f"{REG}/models:{n}",)))
+        for n in (1, 2, 3)
+    ]
+    ledger = learn(*gens)
+    ledger.referenced[f"{REG}/tool:1"] = OLD
+    ledger.referenced[f"{REG}/pins/keep:1"] = OLD
+    ledger.referenced[f"{REG}/young:1"] = OLD
+    everything = [*models, stray, unnamed, pinned, young]
+    seen = [a for a in everything if a is not young]
+    ledger.record_images((a.as_image().id for a in seen), OLD)
+
+    plan = plan_for(
+        [],
+        steady(gens[2]),
+        ledger,
+        artifacts=tuple(everything),
+        pinned=(f"{REG}/pins/*",),
+        min_age_seconds=600.0,
+    )
+    got = artifact_decisions(plan)
+
+    assert got[f"{REG}/models:3"] == (Action.KEEP, {Rule.REFERENCED})
+    assert got[f"{REG}/models:2"] == (Action.KEEP, {Rule.RETENTION})
+    assert got[f"{REG}/models:1"] == (Action.REMOVE, {Rule.UNREFERENCED})
+    assert got[f"{REG}/tool:1"] == (Action.REMOVE, {Rule.UNREFERENCED})
+    assert got[unnamed.label] == (Action.REMOVE, {Rule.DANGLING})
+    assert got[f"{REG}/pins/keep:1"] == (Action.KEEP, {Rule.PINNED})
+    assert got[f"{REG}/young:1"] == (Action.KEEP, {Rule.MIN_AGE})
+    assert plan.required_volumes == (f"{REG}/models:3",)
+    assert [d.artifact for d in plan.artifact_decisions[:3]] == [models[0], stray, unnamed]
+    assert plan.removals == ()  # artifacts are never image removals
+
+
+def test_an_artifact_is_kept_by_digest_and_out_of_scope_when_never_named() -> None:
+    by_digest = artifact(f"{REG}/models:1", "m1")
+    foreign = artifact("quay.io/other/thing:1", "other")
+    current = device(
+        "1", app("web", f"{REG}/web:1", volume_refs=(f"{REG}/models@{by_digest.digest}",))
+    )
+    ledger = learn(current)
+    ledger.record_images((a.as_image().id for a in (by_digest, foreign)), OLD)
+
+    got = artifact_decisions(plan_for([], steady(current), ledger, artifacts=(by_digest, foreign)))
+
+    assert got[f"{REG}/models:1"] == (Action.KEEP, {Rule.REFERENCED})
+    assert got["quay.io/other/thing:1"] == (Action.KEEP, {Rule.OUT_OF_SCOPE})
+
+
+def test_an_image_reference_never_makes_an_artifact_in_use() -> None:
+    vol = artifact(f"{REG}/vol:1", "vol")
+    img = image("img", f"{REG}/img:1")
+    holder = Container(id="c" * 64, names=("x",), image_id=img.id, state="created")
+    ledger = Ledger(referenced={f"{REG}/vol:1": OLD, f"{REG}/img:1": OLD})
+    ledger.record_images([img.id, vol.as_image().id], OLD)
+
+    plan = plan_for([img], steady(device("1")), ledger, containers=[holder], artifacts=(vol,))
+
+    assert artifact_decisions(plan)[f"{REG}/vol:1"] == (Action.REMOVE, {Rule.UNREFERENCED})
+    assert decisions(plan)[f"{REG}/img:1"] == (Action.KEEP, {Rule.IN_USE})
 
 
 def test_every_reason_is_listed_not_just_the_first() -> None:
