@@ -36,6 +36,11 @@ def handle(ctx: RunContext) -> str:
     specs = read_spec_dir(ctx.config.spec_dir)
     ledger = load_ledger(ctx.config.state_dir)
     now = ctx.clock()
+    # Learn the applied generation before any Podman call: a run that fails
+    # later (Podman restarting, a store unreachable) must not lose it, or the
+    # next generation's run would not know this one's images as the previous.
+    if ledger.record_specs(specs, now):
+        _save(ctx, ledger)
     inventory = ctx.store.inventory(now)
     # bootc's deployments stay bootable offline; a bootc that answers badly fails the run.
     bootc_command = ctx.config.bootc_command
@@ -67,14 +72,7 @@ def handle(ctx: RunContext) -> str:
     # (its min-age clock restarts when it is back: the safe direction).
     ledger.record_images(_seen_keys(ctx), now)
     ledger.trim(ctx.config.retain_previous + 1)
-    try:
-        save_ledger(ctx.config.state_dir, ledger)
-    except (LedgerError, OSError) as error:
-        # A dry run only observes (`edgeprune plan` may run without write access):
-        # it goes on without saving; a real run must not remove what it cannot record.
-        if not ctx.dry_run:
-            raise
-        ctx.notes.append(f"dry run: ledger not saved: {error}")
+    _save(ctx, ledger)
 
     ctx.specs, ctx.ledger, ctx.inventory = specs, ledger, inventory
     for problem in specs.current.resource_problems:  # reported, but no reason to stop
@@ -88,6 +86,19 @@ def handle(ctx: RunContext) -> str:
         specs.current.generation or "?",
     )
     return "inventoried"
+
+
+def _save(ctx: RunContext, ledger: Ledger) -> None:
+    try:
+        save_ledger(ctx.config.state_dir, ledger)
+    except (LedgerError, OSError) as error:
+        # A dry run only observes (`edgeprune plan` may run without write access):
+        # it goes on without saving; a real run must not remove what it cannot record.
+        if not ctx.dry_run:
+            raise
+        note = f"dry run: ledger not saved: {error}"
+        if note not in ctx.notes:
+            ctx.notes.append(note)
 
 
 def _inventory_other_stores(ctx: RunContext, specs: SpecSet, ledger: Ledger, now: float) -> None:

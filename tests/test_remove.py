@@ -183,3 +183,28 @@ def test_replan_that_leaves_nothing_to_remove_still_validates_what_was_removed(
     assert [i.names for i in report.removed] == [(f"{REG}/app/aaa-tool:1",)]
     assert report.measured_bytes is not None
     assert {f"{APP}:1", f"{APP}:2", f"{APP}:3"} <= device.image_names()
+
+
+def test_a_generation_seen_by_a_run_that_failed_on_podman_is_still_learned(
+    device: Device, tmp_path
+) -> None:
+    # gen 1 and 2 pruned normally; gen 3 applied while Podman is unreachable
+    for n in (1, 2):
+        device.sandbox.make_image(f"{APP}:{n}", f"web {n}")
+        agentfiles.apply(device.spec_dir, str(n), agentfiles.device_spec(
+            None, [agentfiles.container_app("web", f"{APP}:{n}")]))
+        assert device.prune().outcome in ("pruned", "nothing-to-prune")
+    device.sandbox.make_image(f"{APP}:3", "web 3")
+    agentfiles.apply(device.spec_dir, "3", agentfiles.device_spec(
+        None, [agentfiles.container_app("web", f"{APP}:3")]))
+    down = device.prune(podman_url=f"unix://{tmp_path}/podman-restarting.sock")
+    assert down.outcome == "failed" and down.failed_state == "Inventory"
+    # gen 4 arrives; the run sees Podman again: gen 3 is the previous spec now
+    device.sandbox.make_image(f"{APP}:4", "web 4")
+    agentfiles.apply(device.spec_dir, "4", agentfiles.device_spec(
+        None, [agentfiles.container_app("web", f"{APP}:4")]))
+    report = device.prune()
+    assert report.outcome == "pruned", report.error
+    names = device.image_names()
+    assert {f"{APP}:3", f"{APP}:4"} <= names
+    assert f"{APP}:2" not in names and f"{APP}:1" not in names
