@@ -213,6 +213,18 @@ class PodmanStore:
             name_or_id, self._call("remove manifest list", remove, target=name_or_id)
         )
 
+    def image_names(self, image_id: str) -> tuple[str, ...] | None:
+        """The image's tag names now; None when it is gone (one inspect call)."""
+
+        def inspect() -> tuple[str, ...] | None:
+            try:
+                attrs = self._client.images.get(image_id).attrs
+            except ImageNotFound:
+                return None
+            return tuple(n for n in attrs.get("RepoTags") or () if _is_tag(n))
+
+        return self._call("inspect image", inspect, target=image_id)
+
     def image_ids(self) -> set[str]:
         """IDs of all local images (one listing), for post-checks."""
         images = self._call("list images", lambda: _attrs(self._client.images.list(all=True)))

@@ -205,12 +205,12 @@ def sort_items(
         if outcome.status in ("removed", "already-gone"):
             detail = "already gone" if outcome.status == "already-gone" else ""
             removed.append(Item.of(decision.image, decision.reasons, detail, store))
-        elif outcome.status == "untagged":
+        elif outcome.status in ("untagged", "renamed"):
             kept.append(
                 Item.of(
                     decision.image,
                     (Reason(Rule.NEW_NAME, outcome.detail),),
-                    "planned names removed",
+                    "planned names removed" if outcome.status == "untagged" else "not removed",
                     store,
                 )
             )

@@ -42,7 +42,24 @@ class ReplanLimitReached(RuntimeError):
     """The spec kept changing under the run; stop and let the next request retry."""
 
 
+_UNTAGGED = "gained a name after Plan; only the planned names were removed, the image stays"
+_RENAMED = "gained a name after Plan; not removed"
+
+
 def _remove_one(store: PodmanStore, image: Image) -> RemovalOutcome:
+    if not image.names:
+        # Removal by ID deletes the image whatever names it has now: a pull that
+        # landed on this content since Plan gave it one. Look again first.
+        try:
+            current = store.image_names(image.id)
+        except PodmanUnavailable:
+            raise
+        except PodmanError as error:
+            return RemovalOutcome(image, "error", str(error))
+        if current is None:
+            return RemovalOutcome(image, "already-gone")
+        if current:
+            return RemovalOutcome(image, "renamed", _RENAMED)
     targets = image.names or (image.id,)
     # A list's name given to remove_image would delete the image it lists.
     remove = store.remove_manifest_list if image.is_manifest_list else store.remove_image
@@ -61,11 +78,7 @@ def _remove_one(store: PodmanStore, image: Image) -> RemovalOutcome:
     if deleted:
         return RemovalOutcome(image, "removed")
     if untagged:  # every planned name is gone, but the image gained another one
-        return RemovalOutcome(
-            image,
-            "untagged",
-            "gained a name after Plan; only the planned names were removed, the image stays",
-        )
+        return RemovalOutcome(image, "untagged", _UNTAGGED)
     return RemovalOutcome(image, "already-gone")
 
 
@@ -185,6 +198,8 @@ def _log_outcome(item: Item, status: str, detail: str, containers: tuple[str, ..
         log.info("%s %s (%s) was already gone", item.kind, names, short_id, extra=extra)
     elif status == "untagged":
         log.info("untagged %s %s (%s): %s", item.kind, names, short_id, detail, extra=extra)
+    elif status == "renamed":
+        log.info("kept %s %s (%s): %s", item.kind, names, short_id, detail, extra=extra)
     elif status == "not-removable":
         log.warning("kept %s %s (%s): %s", item.kind, names, short_id, detail, extra=extra)
     elif status == "in-use":

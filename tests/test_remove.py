@@ -191,20 +191,54 @@ def test_a_generation_seen_by_a_run_that_failed_on_podman_is_still_learned(
     # gen 1 and 2 pruned normally; gen 3 applied while Podman is unreachable
     for n in (1, 2):
         device.sandbox.make_image(f"{APP}:{n}", f"web {n}")
-        agentfiles.apply(device.spec_dir, str(n), agentfiles.device_spec(
-            None, [agentfiles.container_app("web", f"{APP}:{n}")]))
+        agentfiles.apply(
+            device.spec_dir,
+            str(n),
+            agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:{n}")]),
+        )
         assert device.prune().outcome in ("pruned", "nothing-to-prune")
     device.sandbox.make_image(f"{APP}:3", "web 3")
-    agentfiles.apply(device.spec_dir, "3", agentfiles.device_spec(
-        None, [agentfiles.container_app("web", f"{APP}:3")]))
+    agentfiles.apply(
+        device.spec_dir,
+        "3",
+        agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:3")]),
+    )
     down = device.prune(podman_url=f"unix://{tmp_path}/podman-restarting.sock")
     assert down.outcome == "failed" and down.failed_state == "Inventory"
     # gen 4 arrives; the run sees Podman again: gen 3 is the previous spec now
     device.sandbox.make_image(f"{APP}:4", "web 4")
-    agentfiles.apply(device.spec_dir, "4", agentfiles.device_spec(
-        None, [agentfiles.container_app("web", f"{APP}:4")]))
+    agentfiles.apply(
+        device.spec_dir,
+        "4",
+        agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:4")]),
+    )
     report = device.prune()
     assert report.outcome == "pruned", report.error
     names = device.image_names()
     assert {f"{APP}:3", f"{APP}:4"} <= names
     assert f"{APP}:2" not in names and f"{APP}:1" not in names
+
+
+def test_nameless_image_that_gets_a_name_after_plan_is_not_removed_by_id(
+    device: Device, mocker
+) -> None:
+    three_generations(device)
+    # content already in the store as a dangling image; the agent's pull of the
+    # desired image lands on it between Plan and Remove
+    nameless = device.sandbox.make_image(None, "payload of the next release")
+    real_remove = PodmanStore.remove_image
+    pulled: list[str] = []
+
+    def pull_lands_on_it(self: PodmanStore, name: str):
+        if not pulled:
+            device.sandbox.tag(nameless, f"{APP}:4")
+            pulled.append(name)
+        return real_remove(self, name)
+
+    mocker.patch.object(PodmanStore, "remove_image", pull_lands_on_it)
+    report = device.prune()
+    assert report.outcome in ("pruned", "nothing-to-prune"), report.error
+    assert nameless in device.image_ids() and f"{APP}:4" in device.image_names()
+    item = next(i for i in report.kept if i.id == nameless)
+    assert item.detail == "not removed"
+    assert item.reasons == ("new-name: gained a name after Plan; not removed",)
