@@ -23,6 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from controller import Config, PruneService, agentfiles
+from controller.artifacts import ArtifactSource
 from controller.model import Inventory
 
 
@@ -36,6 +37,9 @@ class BlockedStore:
         self.entered.set()
         self.release.wait()
         return Inventory(images=(), containers=(), taken_at=now)
+
+    def request(self, *_args: object, **_kwargs: object) -> tuple[int, None]:
+        return 404, None  # no artifacts endpoint: the run notes it and goes on
 
     def close(self) -> None:
         pass
@@ -65,7 +69,11 @@ def main() -> int:
         spec_dir = Path(work) / "flightctl"
         agentfiles.bootstrap(spec_dir)
         config = Config(spec_dir=spec_dir, state_dir=Path(work) / "state", podman_url="unix:///x")
-        service = PruneService(config, store_factory=lambda _config: BlockedStore())
+        service = PruneService(
+            config,
+            store_factory=lambda _config: BlockedStore(),
+            artifact_source=lambda _target: ArtifactSource(cli=None),  # no CLI probe
+        )
         service.start()
         try:
             BlockedStore.release.set()  # runs complete at once: the worker keeps starting them
