@@ -154,6 +154,19 @@ class Device:
     def prune(self, **overrides: object) -> Report:
         return self.pruner(**overrides).run_once(trigger="test")
 
+    def cli_args(self, config: Path) -> list[str]:
+        """The CLI flags that point a command at this device."""
+        return [
+            "--config",
+            str(config),
+            "--spec-dir",
+            str(self.spec_dir),
+            "--state-dir",
+            str(self.state_dir),
+            "--podman-url",
+            self.sandbox.url,
+        ]
+
     def image_names(self) -> set[str]:
         out = self.sandbox.podman("images", "--format", "{{.Repository}}:{{.Tag}}")
         return {line for line in out.stdout.split() if line}

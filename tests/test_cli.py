@@ -30,16 +30,7 @@ def edgeprune(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 
 
 def device_args(device: Device, config: Path) -> list[str]:
-    return [
-        "--config",
-        str(config),
-        "--spec-dir",
-        str(device.spec_dir),
-        "--state-dir",
-        str(device.state_dir),
-        "--podman-url",
-        device.sandbox.url,
-    ]
+    return device.cli_args(config)
 
 
 def prepared(device: Device, tmp_path: Path) -> Path:

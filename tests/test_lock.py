@@ -86,18 +86,7 @@ def test_unusable_lock_file_fails_safe(device: Device) -> None:
 
 
 def cli_args(device: Device, config: Path) -> list[str]:
-    return [
-        "run",
-        "--json",
-        "--config",
-        str(config),
-        "--spec-dir",
-        str(device.spec_dir),
-        "--state-dir",
-        str(device.state_dir),
-        "--podman-url",
-        device.sandbox.url,
-    ]
+    return ["run", "--json", *device.cli_args(config)]
 
 
 def wait_for(path: Path, timeout: float = 30.0) -> None:

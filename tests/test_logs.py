@@ -108,16 +108,7 @@ def edgeprune(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def cli_args(device: Device, config: Path) -> list[str]:
-    return [
-        "--config",
-        str(config),
-        "--spec-dir",
-        str(device.spec_dir),
-        "--state-dir",
-        str(device.state_dir),
-        "--podman-url",
-        device.sandbox.url,
-    ]
+    return device.cli_args(config)
 
 
 def test_cli_log_formats_from_flag_and_config(device: Device, tmp_path: Path) -> None:

@@ -143,16 +143,7 @@ def pruned_device(device: Device, tmp_path: Path) -> tuple[Device, list[str], di
     """Three CLI runs with a trace file small enough to rotate; the last one prunes."""
     config = tmp_path / "config.yaml"
     config.write_text("min-age: 0s\ntrace-file-max-bytes: 12KiB\ntrace-file-backups: 3\n")
-    args = [
-        "--config",
-        str(config),
-        "--spec-dir",
-        str(device.spec_dir),
-        "--state-dir",
-        str(device.state_dir),
-        "--podman-url",
-        device.sandbox.url,
-    ]
+    args = device.cli_args(config)
     report: dict = {}
     for n in (1, 2, 3):
         device.sandbox.make_image(f"{APP}:{n}", f"web {n}")

@@ -28,16 +28,7 @@ def apply(device: Device, n: int) -> None:
 
 
 def device_args(device: Device, config: Path) -> list[str]:
-    return [
-        "--config",
-        str(config),
-        "--spec-dir",
-        str(device.spec_dir),
-        "--state-dir",
-        str(device.state_dir),
-        "--podman-url",
-        device.sandbox.url,
-    ]
+    return device.cli_args(config)
 
 
 @pytest.fixture
