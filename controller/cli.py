@@ -125,16 +125,24 @@ def _exit_code(report: Report) -> int:
     return EXIT_FAILED if report.outcome == "failed" else EXIT_OK
 
 
-def cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
+def _configured(args: argparse.Namespace) -> Config | None:
+    """The configuration, with logging switched to its format; None after a usage error."""
     from controller.config import ConfigError
 
     try:
         config = _load(args)
     except ConfigError as error:
         print(f"edgeprune: configuration error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return None
     if args.log_format is None and config.log_format != "text":
         _setup_logging(args.log_level, config.log_format)
+    return config
+
+
+def cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
+    config = _configured(args)
+    if config is None:
+        return EXIT_USAGE
     from controller.pruner import Pruner
     from controller.telemetry import setup_telemetry
 
@@ -149,23 +157,17 @@ def cmd_run(args: argparse.Namespace, *, dry_run: bool) -> int:
         print(f"edgeprune: {'; '.join(report.notes)}", file=sys.stderr)
     if args.json:
         _print_report(report)
-    elif args.command == "plan":
+    elif report.outcome not in ("disabled", "locked"):
         from controller.table import plan_table
 
-        print(plan_table(report))
+        print(plan_table(report))  # `run` too: what went, what stayed and why
     return _exit_code(report)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from controller.config import ConfigError
-
-    try:
-        config = _load(args)
-    except ConfigError as error:
-        print(f"edgeprune: configuration error: {error}", file=sys.stderr)
+    config = _configured(args)
+    if config is None:
         return EXIT_USAGE
-    if args.log_format is None and config.log_format != "text":
-        _setup_logging(args.log_level, config.log_format)
     from controller.watch import run_watch
 
     # SIGHUP reloads through the same path: the files and the flags again.

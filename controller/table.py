@@ -58,8 +58,15 @@ def format_rows(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
 
 
 def plan_table(report: Report) -> str:
-    if report.outcome == "failed":
-        return f"plan failed in {report.failed_state}: {report.error}\nnothing would be removed"
+    if report.outcome == "failed":  # the error already names the state
+        if report.dry_run:
+            return f"plan failed: {report.error}\nnothing would be removed"
+        done = (
+            f"{len(report.removed)} removed before the failure"
+            if report.removed
+            else ("nothing was removed")
+        )
+        return f"run failed: {report.error}\n{done}"
     header = ("DECISION", "IMAGE", "ID", "SIZE", "REASONS")
     planned = report.would_remove if report.dry_run else report.removed
     verb = "remove" if report.dry_run else "removed"

@@ -51,6 +51,8 @@ def test_plan_table_of_a_failed_run_says_nothing_would_be_removed() -> None:
         error="Inventory: current.json: bad",
         failed_state="Inventory",
     )
-    assert plan_table(report) == (
-        "plan failed in Inventory: Inventory: current.json: bad\nnothing would be removed"
+    assert (
+        plan_table(report) == "plan failed: Inventory: current.json: bad\nnothing would be removed"
     )
+    report.dry_run = False
+    assert plan_table(report) == "run failed: Inventory: current.json: bad\nnothing was removed"
