@@ -32,6 +32,7 @@ from controller.model import Artifact
 from controller.podman import PodmanError, PodmanStore
 
 log = logging.getLogger(__name__)
+_SAID: set[str] = set()  # "not supported" messages already logged by this process
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -115,7 +116,10 @@ class ArtifactStore:
         if self._access is None:
             self._access, self._unsupported = self._detect()
             if self._access is Access.NONE:
-                log.info("artifacts: %s", self._unsupported)
+                # Said once per process (a daemon runs often); every report notes it.
+                level = logging.DEBUG if self._unsupported in _SAID else logging.INFO
+                _SAID.add(self._unsupported)
+                log.log(level, "artifacts: %s", self._unsupported)
         return self._access
 
     def list(self) -> ArtifactListing:

@@ -418,6 +418,7 @@ def load_config(
     ``agent-config`` set, the agent's ``image-pruning: {enabled: ...}``
     applies when no layer here sets ``enabled`` (controller/agentconfig.py).
     """
+    path = None if path is None else Path(path)  # a str from an embedding agent works too
     main_file = DEFAULT_CONFIG_FILE if path is None else path
     if path is not None and not path.is_file():
         raise ConfigError(f"{path}: config file not found (or not a regular file)")

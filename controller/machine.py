@@ -20,6 +20,12 @@ from transitions.core import MachineError
 
 log = logging.getLogger("edgeprune")
 
+# transitions logs every callback at INFO: noise in a host agent's logs. Quiet it
+# unless the host has set a level for it itself (then the host's choice stands).
+_transitions_log = logging.getLogger("transitions")
+if _transitions_log.level == logging.NOTSET:
+    _transitions_log.setLevel(logging.WARNING)
+
 IDLE = "Idle"
 INVENTORY = "Inventory"
 PLAN = "Plan"

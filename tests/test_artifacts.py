@@ -274,6 +274,7 @@ def test_unsupported_is_reported_once_and_is_no_error(
     if podman_version(sandbox) >= (5, 4):
         pytest.skip(f"{sandbox.binary.label} has artifacts")
     argv, env = sandbox.cli()
+    mocker.patch("controller.artifacts._SAID", set())  # as in a fresh process
     store = PodmanStore(sandbox.url, retry=RetryPolicy(sleep=lambda _seconds: None))
     probe = mocker.spy(store, "request")
     artifacts = ArtifactStore(store, ArtifactSource(cli=argv, env=env))
@@ -292,6 +293,11 @@ def test_unsupported_is_reported_once_and_is_no_error(
     assert (removal.status, removal.detail) == ("not-removable", first.notes[0])
     assert [r.getMessage() for r in caplog.records] == [f"artifacts: {first.notes[0]}"]
     assert [c.args[2] for c in probe.call_args_list] == ["/artifacts/json"]  # probed once
+    # the next run's store (a daemon runs often) does not say it again at INFO
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="controller.artifacts"):
+        ArtifactStore(store, ArtifactSource(cli=argv, env=env)).list()
+    assert caplog.records == []
 
 
 def test_a_cli_era_podman_without_its_cli_is_unsupported(sandbox: Sandbox) -> None:
