@@ -220,7 +220,9 @@ class Ledger:
         """
         present = set(image_ids)
         for image_id in present:
-            self.first_seen.setdefault(image_id, now)
+            seen = self.first_seen.setdefault(image_id, now)
+            if seen > now:  # the clock went back: restart the wait, do not keep it for years
+                self.first_seen[image_id] = now
         for image_id in self.first_seen.keys() - present:
             del self.first_seen[image_id]
 

@@ -544,3 +544,12 @@ def test_a_ledger_that_is_not_a_regular_file_is_refused_without_blocking(
         path.mkdir()
     with pytest.raises(LedgerError, match="not a regular file"):
         load_ledger(tmp_path)
+
+
+def test_a_first_seen_time_in_the_future_is_reset_to_now() -> None:
+    ledger = Ledger()
+    ledger.record_images(["a", "b"], 1_000.0)
+    ledger.record_images(["a", "b"], 500.0)  # the clock jumped back
+    assert ledger.first_seen == {"a": 500.0, "b": 500.0}
+    ledger.record_images(["a", "b"], 900.0)  # and stays where it was restarted
+    assert ledger.first_seen == {"a": 500.0, "b": 500.0}
