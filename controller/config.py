@@ -338,12 +338,28 @@ def _check_stores(values: Mapping[str, object], sources: list[str]) -> None:
     own = {"root", str(values.get("agent_user", "root"))}
     stores = values.get("stores")
     clash = sorted(own & {user for user, _ in stores}) if isinstance(stores, tuple) else []
+    where = ", ".join(sources) or COMMAND_LINE
     if clash:
-        where = ", ".join(sources) or COMMAND_LINE
         raise ConfigError(
             f"{where}: key 'stores': {', '.join(clash)} is the agent's own store:"
             " set its URL with podman-url"
         )
+    # Two names for one store would plan it twice, each time with only part of
+    # its keep-set: each plan would remove what the other user's apps need.
+    urls: dict[str, str] = {}
+    own_url = str(values.get("podman_url", ""))
+    for user, url in stores if isinstance(stores, tuple) else ():
+        if url == own_url:
+            raise ConfigError(
+                f"{where}: key 'stores': {user}'s URL {url} is podman-url, the agent's own"
+                " store; one store cannot be pruned as two"
+            )
+        if url in urls:
+            raise ConfigError(
+                f"{where}: key 'stores': {urls[url]} and {user} have the same URL {url};"
+                " one store cannot be pruned as two"
+            )
+        urls[url] = user
 
 
 # --- loading ------------------------------------------------------------------

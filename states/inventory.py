@@ -125,9 +125,28 @@ def _inventory_other_stores(ctx: RunContext, specs: SpecSet, ledger: Ledger, now
         except Exception as error:  # any failure of another user's store skips it alone
             _skip(ctx, run, f"not reached at {target.url}: {error}")
             continue
+        _refuse_shared_store(ctx, run)
         if run.disk_before is None:
             run.disk_before = disk_usage(run.inventory.storage_path)
         _inventoried(run)
+
+
+class SharedStoreError(RuntimeError):
+    """Two store targets reach one store: each plan would miss the other's keep-set."""
+
+
+def _refuse_shared_store(ctx: RunContext, run: StoreRun) -> None:
+    assert run.inventory is not None
+    root = run.inventory.storage_path
+    for other in ctx.stores:
+        if other is run or other.inventory is None or other.skipped is not None:
+            continue
+        if root and other.inventory.storage_path == root:
+            raise SharedStoreError(
+                f"the stores of {other.user} and {run.user} are one store (graphRoot {root}):"
+                " pruning it as two would remove what the other's apps need; give each user"
+                " its own store URL"
+            )
 
 
 def _list_artifacts(ctx: RunContext, run: StoreRun) -> None:

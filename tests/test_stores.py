@@ -257,3 +257,46 @@ def test_an_unknown_runas_user_is_skipped_and_the_agents_store_still_runs(
         ("no-such-user-edgeprune", "skipped"),
     ]
     assert "unknown user 'no-such-user-edgeprune'" in report.stores[1].reason
+
+
+def test_one_store_reached_under_two_names_fails_the_run_and_removes_nothing(
+    device: Device, tmp_path: Path
+) -> None:
+    alias = tmp_path / "same-store.sock"
+    alias.symlink_to(device.sandbox.url.removeprefix("unix://"))
+    device.add_store("alice", f"unix://{alias}")
+    device.sandbox.make_image("registry.example.com/app/web:1", "web 1")
+    device.sandbox.make_image("registry.example.com/app/job:1", "job 1")
+    leftover = device.sandbox.make_image(None, "leftover")
+    agentfiles.apply(
+        device.spec_dir,
+        "1",
+        agentfiles.device_spec(
+            None,
+            [
+                agentfiles.container_app("web", "registry.example.com/app/web:1"),
+                agentfiles.container_app("job", "registry.example.com/app/job:1", runAs="alice"),
+            ],
+        ),
+    )
+    report = device.prune()
+    assert report.outcome == "failed" and report.failed_state == "Inventory"
+    assert "are one store" in (report.error or "")
+    assert leftover in device.image_ids()
+    assert {"registry.example.com/app/web:1", "registry.example.com/app/job:1"} <= (
+        device.image_names()
+    )
+
+
+@pytest.mark.parametrize("twice", ["podman-url", "two users"])
+def test_config_refuses_one_url_for_two_stores(tmp_path: Path, twice: str) -> None:
+    config_file = tmp_path / "config.yaml"
+    if twice == "podman-url":
+        config_file.write_text(
+            "podman-url: unix:///run/podman/podman.sock\n"
+            "stores: {alice: unix:///run/podman/podman.sock}\n"
+        )
+    else:
+        config_file.write_text("stores: {alice: unix:///run/x.sock, bob: unix:///run/x.sock}\n")
+    with pytest.raises(ConfigError, match="one store cannot be pruned as two"):
+        load_config(config_file, environ={})
