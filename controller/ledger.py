@@ -241,18 +241,23 @@ class Ledger:
         history = self.apps.get(app, [])
         return history[::-1][: max(n_previous, 0) + 1]
 
-    def package_refs(self, digest: str) -> tuple[str, ...] | None:
-        record = self.packages.get(digest)
+    # `variant` tells apart readings of one package under different app
+    # variables (compose envVars): the same files can name other images.
+    def package_refs(self, digest: str, variant: str = "") -> tuple[str, ...] | None:
+        record = self.packages.get(digest + variant)
         return None if record is None else record.refs
 
-    def package_refs_by_ref(self, ref: str) -> tuple[str, ...] | None:
+    def package_refs_by_ref(self, ref: str, variant: str = "") -> tuple[str, ...] | None:
         """The refs of the newest package last known by this reference."""
-        canonical = _canonical(ref)
+        canonical = _canonical(ref) + variant
         known = [r for r in self.packages.values() if canonical in r.names]
         return max(known, key=lambda r: r.read_at).refs if known else None
 
-    def remember_package(self, ref: str, digest: str, refs: tuple[str, ...], now: float) -> None:
-        canonical = _canonical(ref)
+    def remember_package(
+        self, ref: str, digest: str, refs: tuple[str, ...], now: float, variant: str = ""
+    ) -> None:
+        canonical = _canonical(ref) + variant
+        digest += variant
         old = self.packages.get(digest)
         names = tuple(sorted({canonical, *(old.names if old else ())}))
         self.packages[digest] = PackageRecord(tuple(refs), names, old.read_at if old else now)

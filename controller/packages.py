@@ -12,11 +12,12 @@ the planner then keeps every named image it might name.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import posixpath
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from controller.appfiles import AppFileError, compose_images, quadlet_images
@@ -46,9 +47,13 @@ def package_files(archive: bytes) -> dict[str, bytes]:
         manifest = json.load(_member(outer, "manifest.json"))
         if not isinstance(manifest, list) or len(manifest) != 1:
             raise ValueError("docker-archive manifest.json is not one image")
+        links: dict[str, str] = {}
         for layer_name in manifest[0]["Layers"]:
             with tarfile.open(fileobj=_member(outer, layer_name)) as layer:
-                _replay(layer, files)
+                _replay(layer, files, links)
+    for path, target in links.items():  # only links to files we kept can be followed
+        if target in files:
+            files[path] = files[target]
     return files
 
 
@@ -59,7 +64,7 @@ def _member(archive: tarfile.TarFile, name: str) -> io.BufferedReader:
     return extracted  # type: ignore[return-value]
 
 
-def _replay(layer: tarfile.TarFile, files: dict[str, bytes]) -> None:
+def _replay(layer: tarfile.TarFile, files: dict[str, bytes], links: dict[str, str]) -> None:
     for member in layer.getmembers():
         # normpath drops "./" prefixes; lstrip("./") would also eat ".wh." whiteouts
         path = posixpath.normpath(member.name).lstrip("/")
@@ -73,6 +78,12 @@ def _replay(layer: tarfile.TarFile, files: dict[str, bytes]) -> None:
             extracted = layer.extractfile(member)
             if extracted is not None:
                 files[path] = extracted.read()
+                links.pop(path, None)
+        elif (member.issym() or member.islnk()) and _wanted(path):
+            # a symlink's target is relative to its directory; a hardlink's to the root
+            base_dir = directory if member.issym() else ""
+            links[path] = posixpath.normpath(posixpath.join(base_dir, member.linkname)).lstrip("/")
+            files.pop(path, None)
 
 
 def _wanted(path: str) -> bool:
@@ -81,9 +92,10 @@ def _wanted(path: str) -> bool:
     return len(parts) == 1 or (len(parts) == 2 and parts[0].endswith(".d"))
 
 
-def inner_refs(app_type: str, files: dict[str, bytes]) -> list[str]:
-    reader = compose_images if app_type == "compose" else quadlet_images
-    return sorted(set(reader(files)))
+def inner_refs(app_type: str, files: dict[str, bytes], env: Mapping[str, str]) -> list[str]:
+    if app_type == "compose":
+        return sorted(set(compose_images(files, env)))
+    return sorted(set(quadlet_images(files)))
 
 
 def resolve_packages(
@@ -96,16 +108,16 @@ def resolve_packages(
     """
     index = ImageIndex(inventory.images)
     resolution = Resolution(specs)
-    cache: dict[tuple[str, str], tuple[str, ...] | None] = {}
+    cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, ...] | None] = {}
 
     def resolve_app(app: AppSpec) -> AppSpec:
         found: list[str] = []
         resolved: list[str] = []
         unresolved: list[str] = []
         for ref in app.packages:
-            key = (app.app_type, ref)
+            key = (app.app_type, ref, app.env)
             if key not in cache:
-                cache[key] = _read_one(app.app_type, ref, index, ledger, export, now, resolution)
+                cache[key] = _read_one(app, ref, index, ledger, export, now, resolution)
             refs = cache[key]
             if refs is None:
                 unresolved.append(ref)
@@ -134,8 +146,14 @@ def resolve_packages(
     return resolution
 
 
+def _variant(env: tuple[tuple[str, str], ...]) -> str:
+    if not env:
+        return ""
+    return "+env:" + hashlib.sha256(json.dumps(env).encode()).hexdigest()[:16]
+
+
 def _read_one(
-    app_type: str,
+    app: AppSpec,
     ref: str,
     index: ImageIndex,
     ledger: Ledger,
@@ -143,23 +161,30 @@ def _read_one(
     now: float,
     resolution: Resolution,
 ) -> tuple[str, ...] | None:
+    variant = _variant(app.env)
     images = index.lookup(ref)
     if images:
         image = images[0]
         digest = image.digests[0] if image.digests else f"sha256:{image.id}"
-        remembered = ledger.package_refs(digest)
+        remembered = ledger.package_refs(digest, variant)
         if remembered is not None:
-            ledger.remember_package(ref, digest, remembered, now)
+            ledger.remember_package(ref, digest, remembered, now, variant)
             return remembered
         try:
-            refs = tuple(inner_refs(app_type, package_files(export(image.id))))
+            files = package_files(export(image.id))
+            refs = tuple(inner_refs(app.app_type, files, dict(app.env)))
         except (AppFileError, ValueError, KeyError, OSError, tarfile.TarError) as error:
             return _unread(resolution, ref, f"content unreadable: {error}")
         except Exception as error:  # Podman failures: the guard still protects
             return _unread(resolution, ref, f"could not export it: {error}")
-        ledger.remember_package(ref, digest, refs, now)
+        if not refs:
+            # A package that runs nothing is not what the agent ships: maybe its
+            # files sit where we do not look. Treat it as unread, not as empty.
+            kind = "compose" if app.app_type == "compose" else "quadlet"
+            return _unread(resolution, ref, f"no {kind} file at its root names an image")
+        ledger.remember_package(ref, digest, refs, now, variant)
         return refs
-    remembered = ledger.package_refs_by_ref(ref)
+    remembered = ledger.package_refs_by_ref(ref, variant)
     if remembered is not None:
         return remembered
     return _unread(resolution, ref, "not in the store and never read before")

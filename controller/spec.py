@@ -63,6 +63,8 @@ class AppSpec:
     charts: tuple[str, ...] = ()  # helm charts
     # packages whose files were read (controller/packages.py); their refs are in `images`
     resolved_packages: tuple[str, ...] = ()
+    # envVars (sorted pairs): compose files inside a package substitute from them too
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def refs(self) -> frozenset[str]:
@@ -276,6 +278,7 @@ def _read_app(raw: object, index: int, file: str) -> AppSpec:
         images=_sorted_unique(images),
         volume_refs=_sorted_unique(_volume_refs(raw, where)),
         packages=_sorted_unique(packages),
+        env=tuple(sorted(env_vars.items())),
         charts=_sorted_unique(charts),
     )
 

@@ -118,3 +118,65 @@ def test_unreadable_package_protects_every_named_image_and_says_why(
     kept = next(i for i in report.kept if i.id == stranger)
     assert any(r.startswith("unread-package") for r in kept.reasons)
     assert any(f"{PKG}:bad unread (content unreadable" in n for n in report.notes)
+
+
+def test_symlinked_and_hardlinked_files_are_followed() -> None:
+    def member(name: str, *, data: bytes = b"", sym: str = "", hard: str = "") -> tuple:
+        info = tarfile.TarInfo(name)
+        if sym:
+            info.type, info.linkname = tarfile.SYMTYPE, sym
+        elif hard:
+            info.type, info.linkname = tarfile.LNKTYPE, hard
+        else:
+            info.size = len(data)
+        return info, io.BytesIO(data) if data else None
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for info, data in (
+            member("real.yaml", data=b"services: {}"),
+            member("compose.yaml", sym="real.yaml"),
+            member("other.container", hard="real.yaml"),
+        ):
+            tar.addfile(info, data)
+    archive = _tar(
+        {"manifest.json": json.dumps([{"Layers": ["l.tar"]}]).encode(), "l.tar": buffer.getvalue()}
+    )
+    files = package_files(archive)
+    assert files["compose.yaml"] == files["other.container"] == b"services: {}"
+
+
+def test_a_package_that_names_no_image_counts_as_unread(device: Device, tmp_path: Path) -> None:
+    context = tmp_path / "nothing"
+    (context / "sub").mkdir(parents=True)
+    (context / "sub" / "docker-compose.yaml").write_text(COMPOSE)  # not at the root
+    (context / "README").write_text("not a compose file")
+    (context / "Containerfile").write_text("FROM scratch\nCOPY sub /sub\nCOPY README /\n")
+    device.sandbox.podman("build", "--pull=never", "-q", "-t", f"{PKG}:odd", str(context))
+    needed = device.sandbox.make_image(f"{COLLECTOR}:1", "collector")
+    agentfiles.apply(device.spec_dir, "1", agentfiles.device_spec(None, [package_app("odd")]))
+    report = device.prune(scope="all", retain_previous=0)
+    assert report.outcome in ("pruned", "nothing-to-prune"), report.error
+    assert needed in device.image_ids()
+    assert any("no compose file at its root names an image" in n for n in report.notes)
+
+
+def test_env_vars_choose_the_image_a_package_runs(device: Device, tmp_path: Path) -> None:
+    context = tmp_path / "envpkg"
+    context.mkdir()
+    (context / "docker-compose.yaml").write_text(
+        f"services:\n  c:\n    image: {COLLECTOR}:${{TAG}}\n"
+    )
+    (context / ".env").write_text("TAG=default\n")
+    (context / "Containerfile").write_text("FROM scratch\nCOPY docker-compose.yaml .env /\n")
+    device.sandbox.podman("build", "--pull=never", "-q", "-t", f"{PKG}:env", str(context))
+    for tag in ("default", "a", "b"):
+        device.sandbox.make_image(f"{COLLECTOR}:{tag}", f"collector {tag}")
+    for n, tag in ((1, "a"), (2, "b")):
+        app = {**package_app("env"), "envVars": {"TAG": tag}}
+        agentfiles.apply(device.spec_dir, str(n), agentfiles.device_spec(None, [app]))
+        report = device.prune(scope="all")
+        assert report.outcome in ("pruned", "nothing-to-prune"), report.error
+    names = device.image_names()
+    assert {f"{COLLECTOR}:a", f"{COLLECTOR}:b"} <= names  # previous and current
+    assert f"{COLLECTOR}:default" not in names
