@@ -21,6 +21,8 @@ from controller.references import ReferenceError, parse_reference
 
 # Transports whose image name is a registry-style reference Podman can hold.
 _NAMED_TRANSPORTS = frozenset({"registry", "containers-storage", "docker"})
+# Transports naming a path: only the digest can match an image in a store.
+_PATH_TRANSPORTS = frozenset({"oci", "oci-archive", "dir", "docker-archive"})
 _DEPLOYMENTS = ("booted", "staged", "rollback")
 
 Runner = Callable[..., subprocess.CompletedProcess[str]]
@@ -52,6 +54,10 @@ def _deployment_refs(deployment: Any, label: str) -> Iterator[str]:
         raise BootcError(f"bootc status: {label} image has an unexpected shape: {error}") from None
     if not isinstance(name, str) or (digest is not None and not isinstance(digest, str)):
         raise BootcError(f"bootc status: {label} image name/digest is not a string")
+    if transport not in _NAMED_TRANSPORTS | _PATH_TRANSPORTS:
+        raise BootcError(f"bootc status: {label} image has an unknown transport {transport!r}")
+    if transport in _PATH_TRANSPORTS and not digest:
+        raise BootcError(f"bootc status: {label} image {name!r} has a path and no digest")
     if transport in _NAMED_TRANSPORTS:
         try:
             repository = parse_reference(name).name

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,13 +50,19 @@ class RotatingJsonLines:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                size = self.path.stat().st_size
+                info = self.path.stat()
             except FileNotFoundError:
-                size = 0
+                info = None
+            if info is not None and not stat.S_ISREG(info.st_mode):
+                # a FIFO or a device would block or swallow the run: never write there
+                raise OSError(f"{self.path} is not a regular file")
+            size = info.st_size if info is not None else 0
             if size and size + len(line) > self.max_bytes:
                 self._rotate()
             # One write call per line: a crash leaves whole lines plus at most one torn one.
-            with self.path.open("ab") as file:
+            # O_NONBLOCK: a FIFO swapped in since the check fails instead of hanging.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
+            with os.fdopen(fd, "ab") as file:
                 file.write(line)
 
     def _rotate(self) -> None:
@@ -117,6 +125,8 @@ class TraceFileContents:
 
 def _lines(path: Path) -> Iterator[bytes]:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would block the reader
+            return
         with path.open("rb") as file:
             yield from file
     except FileNotFoundError:  # rotated away while we read

@@ -88,6 +88,17 @@ def test_each_recorded_shape_yields_its_deployments_images(shape, refs, deployme
         {"status": {"booted": "yes"}},
         {"status": {"booted": {"image": {"image": {"transport": "registry"}}}}},
         {"status": {"otherDeployments": {}}},
+        {"status": {"booted": {"image": {"image": {"image": "r.io/os:1", "transport": None}}}}},
+        {
+            "status": {
+                "booted": {"image": {"image": {"image": "r.io/os:1", "transport": "Registry"}}}
+            }
+        },
+        {
+            "status": {
+                "booted": {"image": {"image": {"image": "/mnt/os", "transport": "oci-archive"}}}
+            }
+        },
     ],
 )
 def test_unexpected_documents_are_errors_not_silence(document) -> None:

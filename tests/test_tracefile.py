@@ -213,3 +213,28 @@ def test_trace_without_a_trace_file_says_so(tmp_path: Path) -> None:
     result = edgeprune("trace", str(tmp_path / "nothing.jsonl"))
     assert result.returncode == 1
     assert f"no trace file at {tmp_path / 'nothing.jsonl'}" in result.stderr
+
+
+def test_a_fifo_in_place_of_the_trace_file_neither_blocks_writing_nor_reading(
+    tmp_path: Path,
+) -> None:
+    import os
+    import threading
+
+    path = tmp_path / "traces.jsonl"
+    os.mkfifo(path)
+    outcome: dict[str, object] = {}
+
+    def use_it() -> None:
+        try:
+            RotatingJsonLines(path, max_bytes=1024, backups=1).append({"x": 1})
+        except OSError as error:
+            outcome["write"] = str(error)
+        outcome["read"] = read_trace_file(path).spans
+
+    worker = threading.Thread(target=use_it, daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive(), "the trace file blocked"
+    assert "not a regular file" in str(outcome["write"])
+    assert outcome["read"] == []
