@@ -129,6 +129,10 @@ class Ledger:
     generations: list[AppliedGeneration] = field(default_factory=list)  # oldest first
     first_seen: dict[str, float] = field(default_factory=dict)  # image id -> epoch s
     packages: dict[str, PackageRecord] = field(default_factory=dict)  # digest -> record
+    # A generation seen only in desired.json (an update in progress). If current
+    # later jumps past it, it may have been applied and replaced between two
+    # runs: its refs then join the last applied record rather than being lost.
+    pending: AppliedGeneration | None = None
 
     @property
     def current_generation(self) -> AppliedGeneration | None:
@@ -152,6 +156,7 @@ class Ledger:
 
         current = specs.current
         last = self.current_generation
+        changed = self._note_pending(specs) or changed
         if not current.present or not current.generation:
             return changed
         if last is not None and last.generation == current.generation:
@@ -161,6 +166,9 @@ class Ledger:
             # window of previous generations does not shift.
             return self._widen_current(current) or changed
 
+        pending, self.pending = self.pending, None
+        if pending is not None and pending.generation != current.generation and last is not None:
+            self._widen_last(pending.refs, pending.stores, pending.apps)
         self.generations.append(
             AppliedGeneration(
                 generation=current.generation,
@@ -185,19 +193,53 @@ class Ledger:
                 )
         return True
 
-    def _widen_current(self, current: DeviceSpec) -> bool:
+    def _note_pending(self, specs: SpecSet) -> bool:
+        desired, current = specs.desired, specs.current
+        if not (desired.present and desired.generation):
+            return False
+        if desired.generation == current.generation:
+            last = self.current_generation
+            rolled_back = (
+                self.pending is not None
+                and self.pending.generation != current.generation
+                and last is not None
+                and last.generation == current.generation
+            )
+            if rolled_back:  # the update failed and the agent went back: never applied
+                self.pending = None
+            return rolled_back
+        seen = AppliedGeneration(
+            generation=desired.generation,
+            refs=_canonical_refs(desired.refs),
+            apps=tuple(app.name for app in desired.apps),
+            applied_at=0.0,
+            stores=_store_refs(desired),
+        )
+        if self.pending == seen:
+            return False
+        self.pending = seen
+        return True
+
+    def _widen_last(
+        self, refs: Iterable[str], by_store: dict[str, tuple[str, ...]], apps: Iterable[str]
+    ) -> bool:
         last = self.generations[-1]
         stores = dict(last.stores)
-        for key, refs in _store_refs(current).items():
-            stores[key] = _canonical_refs((*stores.get(key, ()), *refs))
+        for key, more in by_store.items():
+            stores[key] = _canonical_refs((*stores.get(key, ()), *more))
         widened = replace(
             last,
-            refs=_canonical_refs((*last.refs, *current.refs)),
-            apps=tuple(dict.fromkeys((*last.apps, *(app.name for app in current.apps)))),
+            refs=_canonical_refs((*last.refs, *refs)),
+            apps=tuple(dict.fromkeys((*last.apps, *apps))),
             stores=stores if last.stores else last.stores,  # schema-1 records stay "any store"
         )
-        changed = widened != last
         self.generations[-1] = widened
+        return widened != last
+
+    def _widen_current(self, current: DeviceSpec) -> bool:
+        changed = self._widen_last(
+            current.refs, _store_refs(current), (app.name for app in current.apps)
+        )
         for app in current.apps:
             history = self.apps.get(app.name)
             if not history or history[-1].generation != current.generation:
@@ -284,6 +326,30 @@ class Ledger:
 # --- serialisation ---------------------------------------------------------------
 
 
+def _generation_json(g: AppliedGeneration) -> dict[str, object]:
+    return {
+        "generation": g.generation,
+        "refs": list(g.refs),
+        "apps": list(g.apps),
+        "applied_at": g.applied_at,
+        "stores": {key: list(refs) for key, refs in g.stores.items()},
+    }
+
+
+def _generation_from_json(raw: object, where: str) -> AppliedGeneration:
+    entry = _expect_mapping(raw, where)
+    return AppliedGeneration(
+        generation=_expect_str(entry.get("generation"), f"{where}.generation"),
+        refs=_expect_strings(entry.get("refs"), f"{where}.refs"),
+        apps=_expect_strings(entry.get("apps"), f"{where}.apps"),
+        applied_at=_expect_time(entry.get("applied_at"), f"{where}.applied_at"),
+        stores={
+            key: _expect_strings(refs, f"{where}.stores[{key!r}]")
+            for key, refs in _expect_mapping(entry.get("stores", {}), f"{where}.stores").items()
+        },
+    )
+
+
 def _to_json(ledger: Ledger) -> dict[str, object]:
     return {
         "schema": SCHEMA_VERSION,
@@ -300,17 +366,9 @@ def _to_json(ledger: Ledger) -> dict[str, object]:
             ]
             for name, history in ledger.apps.items()
         },
-        "generations": [
-            {
-                "generation": g.generation,
-                "refs": list(g.refs),
-                "apps": list(g.apps),
-                "applied_at": g.applied_at,
-                "stores": {key: list(refs) for key, refs in g.stores.items()},
-            }
-            for g in ledger.generations
-        ],
+        "generations": [_generation_json(g) for g in ledger.generations],
         "first_seen": ledger.first_seen,
+        "pending": None if ledger.pending is None else _generation_json(ledger.pending),
         "packages": {
             digest: {"refs": list(r.refs), "names": list(r.names), "read_at": r.read_at}
             for digest, r in ledger.packages.items()
@@ -386,24 +444,12 @@ def _from_json(document: object) -> Ledger:
                 )
             )
 
-    generations: list[AppliedGeneration] = []
-    for i, raw in enumerate(_expect_list(top["generations"], "generations")):
-        where = f"generations[{i}]"
-        entry = _expect_mapping(raw, where)
-        generations.append(
-            AppliedGeneration(
-                generation=_expect_str(entry.get("generation"), f"{where}.generation"),
-                refs=_expect_strings(entry.get("refs"), f"{where}.refs"),
-                apps=_expect_strings(entry.get("apps"), f"{where}.apps"),
-                applied_at=_expect_time(entry.get("applied_at"), f"{where}.applied_at"),
-                stores={
-                    key: _expect_strings(refs, f"{where}.stores[{key!r}]")
-                    for key, refs in _expect_mapping(
-                        entry.get("stores", {}), f"{where}.stores"
-                    ).items()
-                },
-            )
-        )
+    generations = [
+        _generation_from_json(raw, f"generations[{i}]")
+        for i, raw in enumerate(_expect_list(top["generations"], "generations"))
+    ]
+    raw_pending = top.get("pending")  # optional: older ledgers have none
+    pending = None if raw_pending is None else _generation_from_json(raw_pending, "pending")
 
     packages: dict[str, PackageRecord] = {}
     # optional: ledgers written before package reading have no "packages"
@@ -417,6 +463,7 @@ def _from_json(document: object) -> Ledger:
         )
 
     return Ledger(
+        pending=pending,
         packages=packages,
         referenced=_expect_times(top["referenced"], "referenced"),
         apps=apps,

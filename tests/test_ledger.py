@@ -6,6 +6,7 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -553,3 +554,38 @@ def test_a_first_seen_time_in_the_future_is_reset_to_now() -> None:
     assert ledger.first_seen == {"a": 500.0, "b": 500.0}
     ledger.record_images(["a", "b"], 900.0)  # and stays where it was restarted
     assert ledger.first_seen == {"a": 500.0, "b": 500.0}
+
+
+def _mid_update(current: DeviceSpec, desired: DeviceSpec) -> SpecSet:
+    return SpecSet(
+        desired=replace(desired, file="desired.json"),
+        current=current,
+        rollback=empty("rollback.json"),
+    )
+
+
+def test_a_generation_seen_only_as_desired_joins_the_previous_record_when_skipped() -> None:
+    ledger = learned(GEN_1)
+    ledger.record_specs(_mid_update(GEN_1, GEN_2), 150.0)  # update to 2 in progress
+    assert ledger.pending is not None and ledger.pending.generation == "2"
+    ledger.record_specs(spec_set(GEN_3), 300.0)  # 2 applied and replaced between runs
+    assert [g.generation for g in ledger.generations] == ["1", "3"]
+    previous = ledger.previous_generations(1)[0]
+    assert f"{REG}/web:2" in previous.refs and f"{REG}/web:1" in previous.refs
+    assert ledger.pending is None
+
+
+def test_a_pending_generation_that_was_rolled_back_is_dropped() -> None:
+    ledger = learned(GEN_1)
+    ledger.record_specs(_mid_update(GEN_1, GEN_2), 150.0)
+    assert ledger.record_specs(spec_set(GEN_1), 200.0) is True  # the agent rolled back
+    assert ledger.pending is None
+    ledger.record_specs(spec_set(GEN_3), 300.0)
+    assert f"{REG}/web:2" not in ledger.previous_generations(1)[0].refs
+
+
+def test_pending_survives_a_save_and_load(tmp_path: Path) -> None:
+    ledger = learned(GEN_1)
+    ledger.record_specs(_mid_update(GEN_1, GEN_2), 150.0)
+    save_ledger(tmp_path, ledger)
+    assert load_ledger(tmp_path).pending == ledger.pending

@@ -242,3 +242,23 @@ def test_nameless_image_that_gets_a_name_after_plan_is_not_removed_by_id(
     item = next(i for i in report.kept if i.id == nameless)
     assert item.detail == "not removed"
     assert item.reasons == ("new-name: gained a name after Plan; not removed",)
+
+
+def test_a_generation_seen_only_mid_update_stays_protected_when_replaced_unseen(
+    device: Device,
+) -> None:
+    def web_spec(n: int) -> dict:
+        return agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:{n}")])
+
+    device.sandbox.make_image(f"{APP}:1", "web 1")
+    agentfiles.apply(device.spec_dir, "1", web_spec(1))
+    assert device.prune().outcome in ("pruned", "nothing-to-prune")
+    device.sandbox.make_image(f"{APP}:2", "web 2")
+    agentfiles.begin_update(device.spec_dir, "2", web_spec(2))
+    assert device.prune().outcome in ("pruned", "nothing-to-prune")  # saw 2 as desired only
+    agentfiles.finish_update(device.spec_dir)  # 2 applied ... and replaced, no run between
+    device.sandbox.make_image(f"{APP}:3", "web 3")
+    agentfiles.apply(device.spec_dir, "3", web_spec(3))
+    report = device.prune()
+    assert report.outcome in ("pruned", "nothing-to-prune"), report.error
+    assert {f"{APP}:2", f"{APP}:3"} <= device.image_names()  # 2 was the previous spec
