@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Device
+from observability_helpers import ready_to_prune
 
-from controller import agentfiles
 from controller.lock import LOCK_FILE, LockBusy, RunLock, read_holder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,20 +44,8 @@ def test_unreadable_record_means_unknown_holder(tmp_path: Path, content: bytes) 
     assert read_holder(path) is None
 
 
-def apply_three(device: Device) -> None:
-    for n in (1, 2, 3):
-        device.sandbox.make_image(f"{APP}:{n}", f"web {n}")
-        agentfiles.apply(
-            device.spec_dir,
-            str(n),
-            agentfiles.device_spec(None, [agentfiles.container_app("web", f"{APP}:{n}")]),
-        )
-        if n < 3:
-            device.prune()
-
-
 def test_run_while_locked_is_skipped_and_touches_nothing(device: Device) -> None:
-    apply_three(device)
+    ready_to_prune(device)
     ledger = device.state_dir / "ledger.json"
     before = ledger.read_bytes()
     other = RunLock(device.state_dir)
@@ -75,7 +63,7 @@ def test_run_while_locked_is_skipped_and_touches_nothing(device: Device) -> None
 
 
 def test_unusable_lock_file_fails_safe(device: Device) -> None:
-    apply_three(device)
+    ready_to_prune(device)
     lock_file = device.state_dir / LOCK_FILE
     lock_file.unlink()  # the earlier runs left it (empty) behind
     lock_file.mkdir()  # cannot be opened as a file
@@ -101,7 +89,7 @@ def test_two_cli_runs_at_once_one_runs_the_other_names_the_holder(
 ) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("min-age: 0s\n")
-    apply_three(device)
+    ready_to_prune(device)
     gate = tmp_path / "gate"
     first = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "slow_cli.py"), str(gate), *cli_args(device, config)],
