@@ -222,6 +222,9 @@ def run_watch(
         while True:
             received = signal.sigwait(_SIGNALS)
             if received != signal.SIGHUP:
+                # Tell the worker first (no waiting yet), then say so: once the line
+                # is logged, no item after the current one can start.
+                service.stop(timeout=0)
                 log.info("%s: stopping after the current item", signal.Signals(received).name)
                 break
             try:
