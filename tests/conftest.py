@@ -7,6 +7,8 @@ automatically. Without Podman they are skipped locally and fail the run in CI.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -101,6 +103,23 @@ def podman_store(sandbox: Sandbox) -> Iterator[PodmanStore]:
     store = PodmanStore(sandbox.url, retry=RetryPolicy(sleep=lambda _seconds: None))
     yield store
     store.close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def edgeprune(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """The real `edgeprune` command, run from the checkout (stdout and stderr kept apart)."""
+    return subprocess.run(
+        [sys.executable, "-m", "controller.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 class Device:

@@ -9,24 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Device
+from conftest import Device, edgeprune
 
 from controller import agentfiles
 from controller.sandbox import find_podman
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "registry.example.com/app/web"
-
-
-def edgeprune(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
 
 
 def device_args(device: Device, config: Path) -> list[str]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from conftest import edgeprune
 
 from controller.diagram import FILES, Edge, machine_graph, render_all, stale_diagrams
 from controller.machine import STATES, TRANSITIONS
@@ -68,21 +69,15 @@ def test_readme_shows_the_generated_mermaid_diagram() -> None:
 
 
 def test_diagram_command_writes_and_checks(tmp_path: Path) -> None:
-    def edgeprune(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "controller.cli", "diagram", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    def diagram(*args: str) -> subprocess.CompletedProcess[str]:
+        return edgeprune("diagram", *args, timeout=60)
 
     out = tmp_path / "out"
-    stale = edgeprune("--check", "--output-dir", str(out))
+    stale = diagram("--check", "--output-dir", str(out))
     assert stale.returncode == 1 and "pruner.svg is stale" in stale.stdout
-    written = edgeprune("--output-dir", str(out))
+    written = diagram("--output-dir", str(out))
     assert written.returncode == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
-    assert edgeprune("--check", "--output-dir", str(out)).returncode == 0
+    assert diagram("--check", "--output-dir", str(out)).returncode == 0
     (out / "pruner.dot").write_text("digraph hand_drawn {}\n")
     assert stale_diagrams(out) == ["pruner.dot"]

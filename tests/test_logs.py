@@ -5,19 +5,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Device
+from conftest import Device, edgeprune
 from observability_helpers import APP, observed_pruner, ready_to_prune
 from opentelemetry.sdk.trace import TracerProvider
 
 from controller.logs import JsonFormatter, TraceContextFilter, setup_logging
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -95,16 +91,6 @@ def test_json_formatter_keeps_its_own_keys_over_fields() -> None:
     assert out["message"] == "hello" and out["bytes"] == 3
     assert out["trace_id"] == "ab" * 16 and "span_id" not in out
     assert out["time"].endswith("+00:00")
-
-
-def edgeprune(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def cli_args(device: Device, config: Path) -> list[str]:

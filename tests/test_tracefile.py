@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import Device
+from conftest import Device, edgeprune
 from observability_helpers import APP
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,8 +19,6 @@ from controller.tracefile import (
     read_trace_file,
     trace_files,
 )
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def line_doc(n: int, pad: int = 0) -> dict:
@@ -126,16 +122,6 @@ def test_a_span_seen_twice_during_rotation_is_read_once(tmp_path: Path) -> None:
 
 
 # --- a real prune through the CLI --------------------------------------------------
-
-
-def edgeprune(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "controller.cli", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture
