@@ -198,7 +198,8 @@ def _parse_retain(value: object) -> int:
     return value
 
 
-def _parse_min_age(value: object) -> float:
+def parse_duration_value(value: object) -> float:
+    """A YAML duration value (text like "2m", or a number of seconds) that is >= 0."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a duration ({_DURATION_EXAMPLES}), got {_describe(value)}")
     seconds = parse_duration(value) if isinstance(value, str) else float(value)
@@ -312,7 +313,7 @@ CONFIG_KEYS: dict[str, ConfigKey] = {
     "podman-url": ConfigKey("podman_url", _parse_url),
     "scope": ConfigKey("scope", _parse_scope),
     "retain-previous": ConfigKey("retain_previous", _parse_retain),
-    "min-age": ConfigKey("min_age_seconds", _parse_min_age),
+    "min-age": ConfigKey("min_age_seconds", parse_duration_value),
     "pinned": ConfigKey("pinned", _parse_pinned),
     "stores": ConfigKey("stores", _parse_stores),
     "agent-user": ConfigKey("agent_user", _parse_user),

@@ -13,13 +13,12 @@ pruning can free, whatever path the agent itself watches.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from controller.config import Config, parse_duration
+from controller.config import Config, parse_duration_value
 from controller.disk import DiskUsage, disk_usage
 
 
@@ -51,12 +50,10 @@ DEFAULT_SAMPLING_SECONDS = 60.0
 
 
 def _duration(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise ValueError(f"{what}: expected a duration such as 30s or 10m, got {value!r}")
-    seconds = parse_duration(value) if isinstance(value, str) else float(value)
-    if seconds < 0 or not math.isfinite(seconds):
-        raise ValueError(f"{what}: bad duration {value!r}")
-    return seconds
+    try:
+        return parse_duration_value(value)
+    except ValueError as error:
+        raise ValueError(f"{what}: {error}") from None
 
 
 def parse_sampling_interval(value: object, what: str = "sampling interval") -> float:
